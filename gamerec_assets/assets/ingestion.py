@@ -1,0 +1,107 @@
+"""Stage 1, ingestion: raw interactions -> one indexed row per (user, game), plus the catalog."""
+
+import dagster as dg
+import polars as pl
+
+from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
+from gamerec_assets.core.features import index_interactions
+from gamerec_assets.core.io import write_parquet_atomic
+from gamerec_assets.resources import InteractionSourceResource, PathsResource
+
+INTERACTIONS_NOT_EMPTY = "interactions_not_empty"
+INTERACTIONS_KEYS_NOT_NULL = "interactions_keys_not_null"
+INTERACTIONS_HOURS_VALID = "interactions_hours_valid"
+
+
+@dg.asset(
+    group_name="ingestion",
+    kinds={"polars", "parquet"},
+    description=(
+        "One row per (user, game): original ids, contiguous user_idx/item_idx (sorted order of "
+        "the original ids) and play_time_hours. The game catalog (item_idx, game_id, title) is "
+        "written beside it to ARTIFACTS_DIR for serving."
+    ),
+)
+def interactions(
+    context: dg.AssetExecutionContext, source: InteractionSourceResource, paths: PathsResource
+) -> dg.MaterializeResult:
+    raw = source.load()
+    indexed = index_interactions(raw.frame)
+    write_parquet_atomic(indexed.interactions, paths.interactions)
+    write_parquet_atomic(indexed.catalog, paths.catalog)
+    context.log.info(
+        f"{indexed.interactions.height} interactions, {indexed.n_users} users, "
+        f"{indexed.n_items} games from {raw.description}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(indexed.interactions),
+            **{f"source_{name}": value for name, value in raw.stats.items()},
+            "source": raw.description,
+            "n_users": indexed.n_users,
+            "n_games": indexed.n_items,
+            "path": dg.MetadataValue.path(str(paths.interactions)),
+            "catalog_path": dg.MetadataValue.path(str(paths.catalog)),
+        },
+        data_version=content_version(paths.interactions, paths.catalog),
+    )
+
+
+def _bad_rows_result(bad: pl.DataFrame, problem: str) -> dg.AssetCheckResult:
+    sample = bad.head(5).to_dicts()
+    return dg.AssetCheckResult(
+        passed=bad.height == 0,
+        description=f"{bad.height} rows {problem}" if bad.height else None,
+        metadata={
+            "bad_rows": bad.height,
+            "sample": dg.MetadataValue.md(markdown_table(sample)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=interactions,
+    name=INTERACTIONS_NOT_EMPTY,
+    blocking=True,
+    description="There is at least one interaction to train on.",
+)
+def interactions_not_empty(paths: PathsResource) -> dg.AssetCheckResult:
+    rows = pl.scan_parquet(paths.interactions).select(pl.len()).collect().item()
+    return dg.AssetCheckResult(
+        passed=rows > 0,
+        description=None if rows else "the input has no interaction rows",
+        metadata={"rows": rows},
+    )
+
+
+@dg.asset_check(
+    asset=interactions,
+    name=INTERACTIONS_KEYS_NOT_NULL,
+    blocking=True,
+    description="Every row has a user_id and a game_id.",
+)
+def interactions_keys_not_null(paths: PathsResource) -> dg.AssetCheckResult:
+    bad = (
+        pl.scan_parquet(paths.interactions)
+        .filter(pl.col("user_id").is_null() | pl.col("game_id").is_null())
+        .select("user_id", "game_id", "play_time_hours")
+        .collect()
+    )
+    return _bad_rows_result(bad, "have a null user_id or game_id")
+
+
+@dg.asset_check(
+    asset=interactions,
+    name=INTERACTIONS_HOURS_VALID,
+    blocking=True,
+    description="play_time_hours is a finite number >= 0 on every row.",
+)
+def interactions_hours_valid(paths: PathsResource) -> dg.AssetCheckResult:
+    hours = pl.col("play_time_hours")
+    bad = (
+        pl.scan_parquet(paths.interactions)
+        .filter(hours.is_null() | hours.is_nan() | hours.is_infinite() | (hours < 0))
+        .select("user_id", "game_id", "play_time_hours")
+        .collect()
+    )
+    return _bad_rows_result(bad, "have play_time_hours that is negative, NaN, infinite or missing")

@@ -1,0 +1,111 @@
+"""Stage 2, splits: leave-one-out train/validation interactions."""
+
+import dagster as dg
+import polars as pl
+
+from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
+from gamerec_assets.core.io import write_parquet_atomic
+from gamerec_assets.core.splits import leave_one_out_split
+from gamerec_assets.resources import PathsResource, SplitResource
+
+SPLIT_NO_LEAKAGE = "split_no_leakage"
+SPLIT_EVAL_USERS_HAVE_TRAIN_DATA = "split_eval_users_have_train_data"
+# Both split checks sit on train_interactions so that, being blocking, they stop training too.
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "train_interactions",
+            deps=["interactions"],
+            group_name="splits",
+            kinds={"polars", "parquet"},
+            description="Every interaction except each evaluated user's held-out game.",
+        ),
+        dg.AssetSpec(
+            "val_interactions",
+            deps=["interactions"],
+            group_name="splits",
+            kinds={"polars", "parquet"},
+            description=(
+                "One held-out game per user with at least two games (GAMEREC_SPLIT strategy; "
+                "ties to the smallest item_idx)."
+            ),
+        ),
+    ]
+)
+def leave_one_out_splits(
+    context: dg.AssetExecutionContext, split: SplitResource, paths: PathsResource
+):
+    result = leave_one_out_split(
+        pl.read_parquet(paths.interactions), strategy=split.strategy, seed=split.seed
+    )
+    write_parquet_atomic(result.train, paths.train_interactions)
+    write_parquet_atomic(result.val, paths.val_interactions)
+    context.log.info(
+        f"{split.strategy}: {result.train.height} train rows, {result.val.height} held-out users"
+    )
+    settings = dg.MetadataValue.json(split.model_dump())
+    yield dg.MaterializeResult(
+        asset_key="train_interactions",
+        metadata={
+            **table_metadata(result.train),
+            "n_users": result.train["user_idx"].n_unique(),
+            "split": settings,
+            "path": dg.MetadataValue.path(str(paths.train_interactions)),
+        },
+        data_version=content_version(paths.train_interactions),
+    )
+    yield dg.MaterializeResult(
+        asset_key="val_interactions",
+        metadata={
+            **table_metadata(result.val),
+            "n_eval_users": result.val.height,
+            "split": settings,
+            "path": dg.MetadataValue.path(str(paths.val_interactions)),
+        },
+        data_version=content_version(paths.val_interactions),
+    )
+
+
+@dg.asset_check(
+    asset="train_interactions",
+    name=SPLIT_NO_LEAKAGE,
+    additional_deps=["val_interactions"],
+    blocking=True,
+    description="No held-out (user, game) pair is also in train, and each user holds out at most one game.",
+)
+def split_no_leakage(paths: PathsResource) -> dg.AssetCheckResult:
+    train = pl.scan_parquet(paths.train_interactions).select("user_idx", "item_idx")
+    val = pl.scan_parquet(paths.val_interactions).select("user_idx", "item_idx")
+    leaked = val.join(train, on=["user_idx", "item_idx"], how="inner").collect()
+    repeated_users = val.group_by("user_idx").len().filter(pl.col("len") > 1).collect()
+    return dg.AssetCheckResult(
+        passed=leaked.height == 0 and repeated_users.height == 0,
+        metadata={
+            "leaked_pairs": leaked.height,
+            "users_with_several_held_out": repeated_users.height,
+            "sample": dg.MetadataValue.md(markdown_table(leaked.head(5).to_dicts())),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="train_interactions",
+    name=SPLIT_EVAL_USERS_HAVE_TRAIN_DATA,
+    additional_deps=["val_interactions"],
+    blocking=True,
+    description="Every evaluated user has at least one training interaction.",
+)
+def split_eval_users_have_train_data(paths: PathsResource) -> dg.AssetCheckResult:
+    train_users = pl.scan_parquet(paths.train_interactions).select("user_idx").unique()
+    val = pl.scan_parquet(paths.val_interactions).select("user_idx")
+    orphans = val.join(train_users, on="user_idx", how="anti").collect()
+    n_eval = val.select(pl.len()).collect().item()
+    return dg.AssetCheckResult(
+        passed=orphans.height == 0 and n_eval > 0,
+        description=(
+            "no user has two or more games, so there is nothing to evaluate" if n_eval == 0 else None
+        ),
+        metadata={"eval_users": n_eval, "eval_users_without_train_data": orphans.height},
+    )

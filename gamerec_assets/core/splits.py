@@ -1,0 +1,58 @@
+"""Leave-one-out split: one held-out game per user, everything else for training.
+
+Strategies pick the held-out game per user:
+- `max_playtime`: the game the user played most (the seed's rule);
+- `latest`: the most recent interaction (needs a `timestamp` column);
+- `random`: a uniformly random game, seeded.
+Ties go to the smallest `item_idx` (indices follow the sorted original game ids), so the rule
+is a function of the data alone. Users with a single interaction stay in train and are not
+evaluated, so every evaluated user has training data and no held-out pair is in train.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+SPLIT_STRATEGIES = ("max_playtime", "latest", "random")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: pl.DataFrame
+    val: pl.DataFrame
+
+
+def leave_one_out_split(interactions: pl.DataFrame, strategy: str, seed: int = 0) -> Split:
+    """Split indexed interactions (see `features.index_interactions`) into train and val."""
+    if strategy not in SPLIT_STRATEGIES:
+        raise ValueError(
+            f"split strategy must be one of {', '.join(SPLIT_STRATEGIES)}, got {strategy!r}"
+        )
+    frame = interactions.sort("user_idx", "item_idx")
+    if strategy == "max_playtime":
+        priority = pl.col("play_time_hours")
+    elif strategy == "latest":
+        if "timestamp" not in frame.columns or frame["timestamp"].null_count() == frame.height:
+            raise ValueError(
+                "split strategy 'latest' needs a timestamp column; this source has none "
+                "(use max_playtime or random)"
+            )
+        priority = pl.col("timestamp")
+    else:
+        random_keys = np.random.default_rng(seed).random(frame.height)
+        priority = pl.Series("random_key", random_keys)
+
+    ranked = frame.with_columns(_priority=priority).sort(
+        ["user_idx", "_priority", "item_idx"],
+        descending=[False, True, False],
+        nulls_last=True,
+    )
+    is_heldout = (pl.int_range(pl.len()).over("user_idx") == 0) & (
+        pl.len().over("user_idx") >= 2
+    )
+    ranked = ranked.with_columns(_heldout=is_heldout)
+    columns = frame.columns
+    train = ranked.filter(~pl.col("_heldout")).select(columns).sort("user_idx", "item_idx")
+    val = ranked.filter(pl.col("_heldout")).select(columns).sort("user_idx")
+    return Split(train=train, val=val)

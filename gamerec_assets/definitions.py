@@ -1,0 +1,31 @@
+"""The one `Definitions` object of the project: every asset, check and resource.
+
+Load with `dagster dev` (pyproject's [tool.dagster]), `dagster dev -w workspace.yaml` or
+`dagster asset materialize -m gamerec_assets.definitions --select '*'`.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from gamerec_assets.assets import evaluation, ingestion, serving, splits, training
+from gamerec_assets.resources import resources_from_env
+
+STAGE_MODULES = (ingestion, splits, training, evaluation, serving)
+
+
+def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.Definitions:
+    """The project's definitions with the given resources (tests pass temporary folders).
+
+    The graph is a chain, so steps run in one process: a subprocess per step would re-import
+    torch, FAISS and polars each time for no parallelism.
+    """
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(STAGE_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(STAGE_MODULES),
+        resources=dict(resources),
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions(resources_from_env())

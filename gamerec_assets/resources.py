@@ -1,0 +1,211 @@
+"""Dagster resources: where data comes from, where artifacts go, and every hyperparameter.
+
+Each setting has a field default here, and `resources_from_env` overrides it from the
+environment variable named in the field's description (the seed's names: TRAIN_EPOCHS,
+BATCH_SIZE, EMBED_DIM, LR, VAL_K, DATA_DIR, ARTIFACTS_DIR; plus SEED and GAMEREC_*). Run
+config (`dagster ... -c run.yaml`, or the UI launchpad) overrides both:
+`resources: {training: {config: {lr: 0.01}}}`. Invalid values fail the run when it starts.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+import torch
+from pydantic import Field
+
+from gamerec_assets.core.compute import configure_threads, resolve_device
+from gamerec_assets.core.sources import RawInteractions, read_interactions_file, read_steam200k
+from gamerec_assets.core.synthetic import SyntheticSpec, generate_synthetic_interactions
+from gamerec_assets.core.trainer import TrainConfig
+
+
+class PathsResource(dg.ConfigurableResource):
+    """Folders for processed tables (DATA_DIR) and served artifacts (ARTIFACTS_DIR)."""
+
+    data_dir: str = Field(default="data", description="DATA_DIR: processed tables (Parquet).")
+    artifacts_dir: str = Field(
+        default="artifacts",
+        description="ARTIFACTS_DIR: checkpoint, item_emb.npy, metrics.json, index.faiss, catalog.",
+    )
+
+    @property
+    def interactions(self) -> Path:
+        return Path(self.data_dir) / "interactions.parquet"
+
+    @property
+    def train_interactions(self) -> Path:
+        return Path(self.data_dir) / "train_interactions.parquet"
+
+    @property
+    def val_interactions(self) -> Path:
+        return Path(self.data_dir) / "val_interactions.parquet"
+
+    @property
+    def catalog(self) -> Path:
+        return Path(self.artifacts_dir) / "catalog.parquet"
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.artifacts_dir) / "two_tower.pt"
+
+    @property
+    def item_embeddings(self) -> Path:
+        return Path(self.artifacts_dir) / "item_emb.npy"
+
+    @property
+    def metrics(self) -> Path:
+        return Path(self.artifacts_dir) / "metrics.json"
+
+    @property
+    def faiss_index(self) -> Path:
+        return Path(self.artifacts_dir) / "index.faiss"
+
+
+class InteractionSourceResource(dg.ConfigurableResource):
+    """The raw interactions: embedded synthetic data, a Steam-200k CSV, or a generic table."""
+
+    kind: Literal["synthetic", "steam200k", "interactions"] = Field(
+        default="synthetic", description="GAMEREC_SOURCE: synthetic | steam200k | interactions."
+    )
+    path: str | None = Field(
+        default=None, description="GAMEREC_SOURCE_PATH: the file, for steam200k and interactions."
+    )
+    synthetic_users: int = Field(default=10_000, gt=0, description="GAMEREC_SYNTHETIC_USERS.")
+    synthetic_games: int = Field(default=2_000, gt=0, description="GAMEREC_SYNTHETIC_GAMES.")
+    synthetic_interactions: int = Field(
+        default=150_000, gt=0, description="GAMEREC_SYNTHETIC_INTERACTIONS (target count)."
+    )
+    synthetic_seed: int = Field(default=0, description="SEED: synthetic data seed.")
+
+    def load(self) -> RawInteractions:
+        if self.kind == "synthetic":
+            spec = SyntheticSpec(
+                n_users=self.synthetic_users,
+                n_games=self.synthetic_games,
+                n_interactions=self.synthetic_interactions,
+                seed=self.synthetic_seed,
+            )
+            frame = generate_synthetic_interactions(spec)
+            return RawInteractions(
+                frame=frame,
+                description=(
+                    f"synthetic:users={spec.n_users},games={spec.n_games},"
+                    f"interactions={spec.n_interactions},seed={spec.seed}"
+                ),
+                stats={"raw_rows": frame.height},
+            )
+        if not self.path:
+            raise ValueError(
+                f"source kind {self.kind!r} needs a file: set GAMEREC_SOURCE_PATH "
+                "or resources.source.config.path"
+            )
+        if self.kind == "steam200k":
+            return read_steam200k(self.path)
+        return read_interactions_file(self.path)
+
+
+class SplitResource(dg.ConfigurableResource):
+    """How the leave-one-out hold-out game is chosen per user."""
+
+    strategy: Literal["max_playtime", "latest", "random"] = Field(
+        default="max_playtime", description="GAMEREC_SPLIT: max_playtime | latest | random."
+    )
+    seed: int = Field(default=0, description="SEED: used by the random strategy.")
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """Two-tower hyperparameters (the seed's env var names and defaults)."""
+
+    epochs: int = Field(default=5, gt=0, description="TRAIN_EPOCHS.")
+    batch_size: int = Field(default=1024, gt=0, description="BATCH_SIZE.")
+    embed_dim: int = Field(default=64, gt=0, description="EMBED_DIM.")
+    lr: float = Field(default=1e-3, gt=0, description="LR (Adam learning rate).")
+    seed: int = Field(default=0, description="SEED: weight init and batch order.")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            embed_dim=self.embed_dim,
+            lr=self.lr,
+            seed=self.seed,
+        )
+
+
+class EvaluationResource(dg.ConfigurableResource):
+    """Cut-off of the headline metrics; 10 and 50 are always reported too."""
+
+    k: int = Field(default=20, gt=0, description="VAL_K.")
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """Device and thread count for torch and FAISS, chosen in one place."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="GAMEREC_DEVICE: auto (CUDA when available) | cpu | cuda."
+    )
+    num_threads: int = Field(
+        default=0, ge=0, description="GAMEREC_NUM_THREADS: torch and FAISS threads; 0 = all cores."
+    )
+
+    def setup(self) -> torch.device:
+        """Apply the thread count and return the torch device to use."""
+        configure_threads(self.num_threads or None)
+        return resolve_device(self.device)
+
+
+# Environment variable -> (resource key, field). The seed's names where it had them.
+ENV_SETTINGS: dict[str, tuple[str, str]] = {
+    "DATA_DIR": ("paths", "data_dir"),
+    "ARTIFACTS_DIR": ("paths", "artifacts_dir"),
+    "GAMEREC_SOURCE": ("source", "kind"),
+    "GAMEREC_SOURCE_PATH": ("source", "path"),
+    "GAMEREC_SYNTHETIC_USERS": ("source", "synthetic_users"),
+    "GAMEREC_SYNTHETIC_GAMES": ("source", "synthetic_games"),
+    "GAMEREC_SYNTHETIC_INTERACTIONS": ("source", "synthetic_interactions"),
+    "GAMEREC_SPLIT": ("split", "strategy"),
+    "TRAIN_EPOCHS": ("training", "epochs"),
+    "BATCH_SIZE": ("training", "batch_size"),
+    "EMBED_DIM": ("training", "embed_dim"),
+    "LR": ("training", "lr"),
+    "VAL_K": ("evaluation", "k"),
+    "GAMEREC_DEVICE": ("compute", "device"),
+    "GAMEREC_NUM_THREADS": ("compute", "num_threads"),
+}
+SEED_FIELDS = (("source", "synthetic_seed"), ("split", "seed"), ("training", "seed"))
+
+RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
+    "paths": PathsResource,
+    "source": InteractionSourceResource,
+    "split": SplitResource,
+    "training": TrainingResource,
+    "evaluation": EvaluationResource,
+    "compute": ComputeResource,
+}
+
+
+def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Build every resource, taking each setting from its env var when set (else the default).
+
+    Values are validated by the resource classes: a bad one (EMBED_DIM=0, GAMEREC_SOURCE=foo)
+    raises here, naming the field, before anything runs.
+    """
+    environ = os.environ if environ is None else environ
+    settings: dict[str, dict[str, str]] = {key: {} for key in RESOURCE_CLASSES}
+    if environ.get("SEED", "") != "":
+        for key, field in SEED_FIELDS:
+            settings[key][field] = environ["SEED"]
+    for variable, (key, field) in ENV_SETTINGS.items():
+        if environ.get(variable, "") != "":
+            settings[key][field] = environ[variable]
+    resources = {}
+    for key, cls in RESOURCE_CLASSES.items():
+        try:
+            resources[key] = cls.model_validate(settings[key])
+        except Exception as error:  # pydantic.ValidationError; re-raised with the env var names
+            names = [v for v, (k, _) in ENV_SETTINGS.items() if k == key]
+            raise ValueError(f"invalid setting for {key} (from {', '.join(names)}): {error}") from error
+    return resources
