@@ -60,8 +60,8 @@ def heldout_ranks(
     ranks = np.empty(len(val_users), dtype=np.int64)
     for start in range(0, len(val_users), chunk_users):
         users = val_users[start : start + chunk_users]
-        targets = torch.as_tensor(val_items[start : start + chunk_users], device=device)
-        scores = user_vectors[torch.as_tensor(users, device=device)] @ item_vectors.T
+        targets = torch.tensor(val_items[start : start + chunk_users], device=device)
+        scores = user_vectors[torch.tensor(users, device=device)] @ item_vectors.T
         rows, items = train_items.pairs_for(users)
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)] = -torch.inf
         target_scores = scores.gather(1, targets[:, None])

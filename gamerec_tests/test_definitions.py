@@ -1,0 +1,59 @@
+"""The graph's shape is deliberate: a change to keys, dependencies or groups fails here."""
+
+import dagster as dg
+
+from gamerec_assets.definitions import build_definitions, defs
+from gamerec_assets.resources import resources_from_env
+
+EXPECTED_GRAPH = {
+    "interactions": ("ingestion", set()),
+    "train_interactions": ("splits", {"interactions"}),
+    "val_interactions": ("splits", {"interactions"}),
+    "two_tower_checkpoint": ("training", {"train_interactions", "interactions"}),
+    "item_embeddings": ("training", {"two_tower_checkpoint"}),
+    "eval_metrics": (
+        "evaluation",
+        {"item_embeddings", "two_tower_checkpoint", "train_interactions", "val_interactions"},
+    ),
+    "faiss_index": ("serving", {"item_embeddings"}),
+}
+EXPECTED_CHECKS = {
+    ("interactions", "interactions_not_empty", True),
+    ("interactions", "interactions_keys_not_null", True),
+    ("interactions", "interactions_hours_valid", True),
+    ("train_interactions", "split_no_leakage", True),
+    ("train_interactions", "split_eval_users_have_train_data", True),
+    ("two_tower_checkpoint", "checkpoint_weights_finite", True),
+    ("item_embeddings", "item_embeddings_match_catalog", True),
+    ("eval_metrics", "model_beats_popularity", False),
+    ("faiss_index", "faiss_index_matches_catalog", True),
+    ("faiss_index", "faiss_index_matches_exact_search", False),
+}
+
+
+def test_every_asset_key_dependency_and_group_is_as_designed():
+    graph = defs.resolve_asset_graph()
+    actual = {
+        key.to_user_string(): (
+            graph.get(key).group_name,
+            {parent.to_user_string() for parent in graph.get(key).parent_keys},
+        )
+        for key in graph.get_all_asset_keys()
+    }
+    assert actual == EXPECTED_GRAPH
+
+
+def test_every_check_is_attached_with_its_blocking_flag():
+    graph = defs.resolve_asset_graph()
+    actual = {
+        (key.asset_key.to_user_string(), key.name, graph.get_check_spec(key).blocking)
+        for key in graph.asset_check_keys
+    }
+    assert actual == EXPECTED_CHECKS
+
+
+def test_definitions_load_and_use_the_in_process_executor(tmp_path):
+    built = build_definitions(resources_from_env({"DATA_DIR": str(tmp_path)}))
+    dg.Definitions.validate_loadable(built)
+    job = built.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == dg.in_process_executor.name

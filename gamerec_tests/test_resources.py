@@ -1,0 +1,84 @@
+"""Settings come from the seed's env vars, are validated up front, and load real sources."""
+
+import polars as pl
+import pytest
+
+from gamerec_assets.core.sources import InteractionsFileError
+from gamerec_assets.resources import InteractionSourceResource, resources_from_env
+from gamerec_tests.conftest import STEAM_200K, requires_steam_200k
+
+
+def test_defaults_are_the_seeds():
+    resources = resources_from_env({})
+    training = resources["training"]
+    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (5, 1024, 64, 1e-3)
+    assert resources["evaluation"].k == 20
+    assert resources["source"].kind == "synthetic"
+    assert resources["split"].strategy == "max_playtime"
+    assert (resources["paths"].data_dir, resources["paths"].artifacts_dir) == ("data", "artifacts")
+
+
+def test_env_vars_override_every_setting():
+    resources = resources_from_env(
+        {
+            "TRAIN_EPOCHS": "7",
+            "BATCH_SIZE": "256",
+            "EMBED_DIM": "32",
+            "LR": "0.01",
+            "VAL_K": "10",
+            "SEED": "42",
+            "GAMEREC_SOURCE": "steam200k",
+            "GAMEREC_SOURCE_PATH": "/x/steam.csv",
+            "GAMEREC_SPLIT": "random",
+            "DATA_DIR": "/d",
+            "ARTIFACTS_DIR": "/a",
+            "GAMEREC_DEVICE": "cpu",
+        }
+    )
+    training = resources["training"]
+    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (7, 256, 32, 0.01)
+    assert training.seed == resources["split"].seed == resources["source"].synthetic_seed == 42
+    assert resources["evaluation"].k == 10
+    assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
+    assert resources["split"].strategy == "random"
+    assert str(resources["paths"].checkpoint) == "/a/two_tower.pt"
+    assert str(resources["paths"].interactions) == "/d/interactions.parquet"
+    assert resources["compute"].device == "cpu"
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [("EMBED_DIM", "0"), ("TRAIN_EPOCHS", "-1"), ("LR", "0"), ("BATCH_SIZE", "abc"),
+     ("GAMEREC_SOURCE", "kafka"), ("GAMEREC_SPLIT", "oldest"), ("GAMEREC_DEVICE", "tpu")],
+)
+def test_bad_values_are_rejected_before_anything_runs(variable, value):
+    with pytest.raises(ValueError, match=variable):
+        resources_from_env({variable: value})
+
+
+def test_file_sources_need_a_path():
+    with pytest.raises(ValueError, match="GAMEREC_SOURCE_PATH"):
+        InteractionSourceResource(kind="steam200k").load()
+
+
+def test_missing_file_error_names_the_file(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(InteractionsFileError, match="nope.csv: file not found"):
+        InteractionSourceResource(kind="interactions", path=str(missing)).load()
+
+
+def test_synthetic_source_honours_its_size_knobs():
+    raw = InteractionSourceResource(
+        synthetic_users=200, synthetic_games=50, synthetic_interactions=2_000
+    ).load()
+    assert raw.frame["user_id"].n_unique() == 200
+    assert raw.frame["game_id"].n_unique() <= 50
+    assert abs(raw.frame.height - 2_000) <= 200
+
+
+@requires_steam_200k
+def test_steam_source_reads_the_real_file():
+    raw = InteractionSourceResource(kind="steam200k", path=str(STEAM_200K)).load()
+    assert raw.frame.height == 128_804
+    assert raw.stats["duplicate_rows_dropped"] == 707
+    assert raw.frame.schema["play_time_hours"] == pl.Float64
