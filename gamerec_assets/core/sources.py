@@ -100,6 +100,19 @@ def read_steam200k(path: str | Path) -> RawInteractions:
     )
 
 
+def _integer_if_lossless(ids: pl.Series) -> pl.Series:
+    """CSV ids as Int64 when every value is a plain integer ('42'), else as the text itself.
+
+    Type inference would turn '007' and '7' into the same integer and silently merge two
+    games; keeping text whenever the integer form would lose characters prevents that.
+    """
+    as_int = ids.cast(pl.Int64, strict=False)
+    round_trips = (as_int.cast(pl.String) == ids) | ids.is_null()
+    if as_int.null_count() == ids.null_count() and round_trips.all():
+        return as_int
+    return ids
+
+
 def read_interactions_file(path: str | Path) -> RawInteractions:
     """Read a generic Parquet or CSV file with `user_id`, `game_id` and optional columns.
 
@@ -114,7 +127,14 @@ def read_interactions_file(path: str | Path) -> RawInteractions:
         if suffixes.endswith((".parquet", ".pq")):
             rows = pl.read_parquet(path)
         elif suffixes.endswith((".csv", ".csv.gz")):
-            rows = pl.read_csv(path, try_parse_dates=True)
+            rows = pl.read_csv(
+                path,
+                try_parse_dates=True,
+                schema_overrides={column: pl.String for column in REQUIRED_COLUMNS},
+            )
+            rows = rows.with_columns(
+                _integer_if_lossless(rows[column]) for column in REQUIRED_COLUMNS if column in rows.columns
+            )
         else:
             raise InteractionsFileError(path, "unknown file type (expected .parquet, .csv or .csv.gz)")
     except pl.exceptions.PolarsError as error:

@@ -130,9 +130,10 @@ def load_checkpoint(
 ) -> tuple[TwoTower, dict[str, Any]]:
     """Rebuild the model from a checkpoint without unpickling arbitrary objects."""
     payload = torch.load(path, map_location=device, weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"{path}: checkpoint format {payload.get('format')!r} is not {CHECKPOINT_FORMAT}; "
+            f"{path}: not a gamerec checkpoint of format {CHECKPOINT_FORMAT} (found {found!r}); "
             "re-materialize two_tower_checkpoint"
         )
     model = TwoTower(**payload["model_args"]).to(device)

@@ -1,0 +1,124 @@
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+from gamerec_assets.core.features import index_interactions
+from gamerec_assets.core.splits import SPLIT_STRATEGIES, leave_one_out_split
+from gamerec_tests.core.conftest import raw_frame
+
+
+def _indexed(users, games, hours=None, timestamps=None) -> pl.DataFrame:
+    raw = raw_frame(users, games, hours=hours, timestamps=timestamps)
+    return index_interactions(raw).interactions
+
+
+def _random_interactions(n_users=40, n_items=30, seed=0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    users, games, hours, stamps = [], [], [], []
+    start = datetime(2024, 1, 1)
+    for user in range(n_users):
+        count = int(rng.integers(1, 8))  # some users have a single interaction
+        for game in rng.choice(n_items, size=count, replace=False):
+            users.append(user)
+            games.append(int(game))
+            hours.append(float(rng.integers(0, 4)))  # many ties
+            stamps.append(start + timedelta(hours=int(rng.integers(0, 10_000))))
+    return _indexed(users, games, hours=hours, timestamps=stamps)
+
+
+def _pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
+    return set(frame.select("user_idx", "item_idx").iter_rows())
+
+
+@pytest.mark.parametrize("strategy", SPLIT_STRATEGIES)
+def test_split_invariants(strategy):
+    frame = _random_interactions()
+    split = leave_one_out_split(frame, strategy, seed=3)
+    counts = dict(frame.group_by("user_idx").len().iter_rows())
+    multi = {u for u, n in counts.items() if n >= 2}
+    single = {u for u, n in counts.items() if n == 1}
+    assert multi and single  # the data exercises both cases
+
+    val_users = split.val["user_idx"].to_list()
+    assert sorted(val_users) == sorted(multi)  # exactly one val row per user with >= 2
+    assert set(split.train["user_idx"]) >= single
+    assert not _pairs(split.val) & _pairs(split.train)
+    assert _pairs(split.val) | _pairs(split.train) == _pairs(frame)
+    assert split.train.height + split.val.height == frame.height
+    assert split.train.columns == frame.columns == split.val.columns
+    assert split.val["user_idx"].is_sorted()
+    assert split.train.select("user_idx", "item_idx").equals(
+        split.train.select("user_idx", "item_idx").sort("user_idx", "item_idx")
+    )
+
+
+def test_max_playtime_picks_most_played_with_ties_to_smallest_item():
+    frame = _indexed(
+        users=[1, 1, 1, 2, 2, 2, 3, 3, 3, 4],
+        games=[10, 20, 30, 10, 20, 30, 30, 20, 10, 10],
+        hours=[1.0, 9.0, 2.0, 5.0, 0.5, 5.0, 0.0, 0.0, 0.0, 8.0],
+    )
+    split = leave_one_out_split(frame, "max_playtime")
+    # item_idx: game 10 -> 0, 20 -> 1, 30 -> 2; user_idx: user 1 -> 0 ... user 4 -> 3
+    assert split.val.select("user_idx", "item_idx").rows() == [(0, 1), (1, 0), (2, 0)]
+    assert split.val["game_id"].to_list() == [20, 10, 10]
+    assert split.train.filter(pl.col("user_idx") == 3).height == 1  # single-interaction user
+    assert split.train.height == 7
+
+
+def test_latest_picks_max_timestamp():
+    t = datetime(2024, 5, 1)
+    frame = _indexed(
+        users=[1, 1, 1, 2, 2],
+        games=[10, 20, 30, 10, 20],
+        hours=[100.0, 0.0, 1.0, 0.0, 50.0],
+        timestamps=[t, t + timedelta(days=3), t + timedelta(days=1), t + timedelta(days=2), t],
+    )
+    split = leave_one_out_split(frame, "latest")
+    assert split.val["game_id"].to_list() == [20, 10]
+
+
+def test_latest_ties_go_to_smallest_item():
+    t = datetime(2024, 5, 1)
+    frame = _indexed(users=[1, 1, 1], games=[30, 20, 10], timestamps=[t, t, t - timedelta(days=1)])
+    assert leave_one_out_split(frame, "latest").val["game_id"].to_list() == [20]
+
+
+def test_random_is_deterministic_for_a_seed_and_varies_across_seeds():
+    frame = _random_interactions(n_users=200, n_items=50, seed=1)
+    first = leave_one_out_split(frame, "random", seed=7)
+    again = leave_one_out_split(frame, "random", seed=7)
+    other = leave_one_out_split(frame, "random", seed=8)
+    assert first.val.equals(again.val) and first.train.equals(again.train)
+    assert not first.val.equals(other.val)
+    assert first.val["user_idx"].to_list() == other.val["user_idx"].to_list()
+
+
+def test_random_does_not_depend_on_input_row_order():
+    frame = _random_interactions(n_users=50, seed=2)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=11)
+    assert leave_one_out_split(frame, "random", seed=4).val.equals(
+        leave_one_out_split(shuffled, "random", seed=4).val
+    )
+
+
+def test_latest_without_timestamp_raises():
+    frame = _indexed(users=[1, 1], games=[1, 2])
+    with pytest.raises(ValueError, match="timestamp"):
+        leave_one_out_split(frame, "latest")
+
+
+def test_latest_with_all_null_timestamps_raises():
+    frame = _indexed(users=[1, 1], games=[1, 2]).with_columns(
+        timestamp=pl.lit(None, dtype=pl.Datetime("us"))
+    )
+    with pytest.raises(ValueError, match="timestamp"):
+        leave_one_out_split(frame, "latest")
+
+
+def test_unknown_strategy_raises():
+    frame = _indexed(users=[1, 1], games=[1, 2])
+    with pytest.raises(ValueError, match="'newest'"):
+        leave_one_out_split(frame, "newest")
