@@ -9,7 +9,9 @@ from collections.abc import Mapping
 import dagster as dg
 
 from gamerec_assets.assets import evaluation, ingestion, serving, splits, training
+from gamerec_assets.automation import automation_sensor, with_automation
 from gamerec_assets.resources import resources_from_env
+from gamerec_assets.versioning import with_declared_code_versions
 
 STAGE_MODULES = (ingestion, splits, training, evaluation, serving)
 
@@ -20,8 +22,10 @@ def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.De
     The graph is a chain, so steps run in one process: a subprocess per step would re-import
     torch, FAISS and polars each time for no parallelism.
     """
+    assets = with_declared_code_versions(dg.load_assets_from_modules(STAGE_MODULES), resources)
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(STAGE_MODULES),
+        assets=with_automation(assets),
+        sensors=[automation_sensor],
         asset_checks=dg.load_asset_checks_from_modules(STAGE_MODULES),
         resources=dict(resources),
         executor=dg.in_process_executor,

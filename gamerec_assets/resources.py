@@ -9,6 +9,7 @@ config (`dagster ... -c run.yaml`, or the UI launchpad) overrides both:
 
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,14 @@ import torch
 from pydantic import Field
 
 from gamerec_assets.core.compute import configure_threads, resolve_device
-from gamerec_assets.core.sources import RawInteractions, read_interactions_file, read_steam200k
+from gamerec_assets.core.index import IndexSettings
+from gamerec_assets.core.io import config_fingerprint, file_sha256
+from gamerec_assets.core.sources import (
+    InteractionsFileError,
+    RawInteractions,
+    read_interactions_file,
+    read_steam200k,
+)
 from gamerec_assets.core.synthetic import SyntheticSpec, generate_synthetic_interactions
 from gamerec_assets.core.trainer import TrainConfig
 
@@ -30,6 +38,12 @@ class PathsResource(dg.ConfigurableResource):
         default="artifacts",
         description="ARTIFACTS_DIR: checkpoint, item_emb.npy, metrics.json, index.faiss, catalog.",
     )
+
+    def version_fields(self) -> dict[str, object]:
+        return {
+            "paths.data_dir": str(Path(self.data_dir).resolve()),
+            "paths.artifacts_dir": str(Path(self.artifacts_dir).resolve()),
+        }
 
     @property
     def interactions(self) -> Path:
@@ -63,6 +77,10 @@ class PathsResource(dg.ConfigurableResource):
     def faiss_index(self) -> Path:
         return Path(self.artifacts_dir) / "index.faiss"
 
+    @property
+    def faiss_index_settings(self) -> Path:
+        return Path(self.artifacts_dir) / "index.json"
+
 
 class InteractionSourceResource(dg.ConfigurableResource):
     """The raw interactions: embedded synthetic data, a Steam-200k CSV, or a generic table."""
@@ -80,14 +98,46 @@ class InteractionSourceResource(dg.ConfigurableResource):
     )
     synthetic_seed: int = Field(default=0, description="SEED: synthetic data seed.")
 
+    def synthetic_spec(self) -> SyntheticSpec:
+        return SyntheticSpec(
+            n_users=self.synthetic_users,
+            n_games=self.synthetic_games,
+            n_interactions=self.synthetic_interactions,
+            seed=self.synthetic_seed,
+        )
+
+    def version_fields(self) -> dict[str, object]:
+        """The settings that change what `load` returns (the file's bytes are observed apart)."""
+        if self.kind == "synthetic":
+            names = (
+                "synthetic_users",
+                "synthetic_games",
+                "synthetic_interactions",
+                "synthetic_seed",
+            )
+            return {"source.kind": self.kind, **{f"source.{n}": getattr(self, n) for n in names}}
+        return {"source.kind": self.kind, "source.path": str(Path(self.path or "").resolve())}
+
+    def content_fingerprint(self) -> str:
+        """Hash of the input itself: the file's bytes, or the synthetic spec (it is seeded)."""
+        if self.kind == "synthetic":
+            return config_fingerprint(asdict(self.synthetic_spec()))
+        path = self._require_path()
+        if not path.is_file():
+            raise InteractionsFileError(path, "file not found")
+        return file_sha256(path)
+
+    def _require_path(self) -> Path:
+        if not self.path:
+            raise ValueError(
+                f"source kind {self.kind!r} needs a file: set GAMEREC_SOURCE_PATH "
+                "or resources.source.config.path"
+            )
+        return Path(self.path)
+
     def load(self) -> RawInteractions:
         if self.kind == "synthetic":
-            spec = SyntheticSpec(
-                n_users=self.synthetic_users,
-                n_games=self.synthetic_games,
-                n_interactions=self.synthetic_interactions,
-                seed=self.synthetic_seed,
-            )
+            spec = self.synthetic_spec()
             frame = generate_synthetic_interactions(spec)
             return RawInteractions(
                 frame=frame,
@@ -97,14 +147,10 @@ class InteractionSourceResource(dg.ConfigurableResource):
                 ),
                 stats={"raw_rows": frame.height},
             )
-        if not self.path:
-            raise ValueError(
-                f"source kind {self.kind!r} needs a file: set GAMEREC_SOURCE_PATH "
-                "or resources.source.config.path"
-            )
+        path = self._require_path()
         if self.kind == "steam200k":
-            return read_steam200k(self.path)
-        return read_interactions_file(self.path)
+            return read_steam200k(path)
+        return read_interactions_file(path)
 
 
 class SplitResource(dg.ConfigurableResource):
@@ -115,6 +161,12 @@ class SplitResource(dg.ConfigurableResource):
     )
     seed: int = Field(default=0, description="SEED: used by the random strategy.")
 
+    def version_fields(self) -> dict[str, object]:
+        fields: dict[str, object] = {"split.strategy": self.strategy}
+        if self.strategy == "random":
+            fields["split.seed"] = self.seed
+        return fields
+
 
 class TrainingResource(dg.ConfigurableResource):
     """Two-tower hyperparameters (the seed's env var names and defaults)."""
@@ -124,6 +176,9 @@ class TrainingResource(dg.ConfigurableResource):
     embed_dim: int = Field(default=64, gt=0, description="EMBED_DIM.")
     lr: float = Field(default=1e-3, gt=0, description="LR (Adam learning rate).")
     seed: int = Field(default=0, description="SEED: weight init and batch order.")
+
+    def version_fields(self) -> dict[str, object]:
+        return {f"training.{k}": v for k, v in asdict(self.train_config()).items()}
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -139,6 +194,45 @@ class EvaluationResource(dg.ConfigurableResource):
     """Cut-off of the headline metrics; 10 and 50 are always reported too."""
 
     k: int = Field(default=20, gt=0, description="VAL_K.")
+
+    def version_fields(self) -> dict[str, object]:
+        return {"evaluation.k": self.k}
+
+
+class IndexResource(dg.ConfigurableResource):
+    """FAISS index settings; changing them rebuilds only `faiss_index`."""
+
+    kind: Literal["flat", "hnsw", "ivf"] = Field(
+        default="flat", description="GAMEREC_INDEX: flat (exact) | hnsw | ivf."
+    )
+    metric: Literal["ip", "cosine"] = Field(
+        default="ip", description="GAMEREC_INDEX_METRIC: ip (the model's score) | cosine."
+    )
+    hnsw_m: int = Field(default=32, gt=1, description="GAMEREC_HNSW_M: graph degree.")
+    hnsw_ef_construction: int = Field(
+        default=200, gt=0, description="GAMEREC_HNSW_EF_CONSTRUCTION: build-time beam width."
+    )
+    hnsw_ef_search: int = Field(
+        default=128, gt=0, description="GAMEREC_HNSW_EF_SEARCH: query-time beam width."
+    )
+    ivf_nlist: int = Field(
+        default=0, ge=0, description="GAMEREC_IVF_NLIST: inverted lists; 0 = about 4*sqrt(n)."
+    )
+    ivf_nprobe: int = Field(default=32, gt=0, description="GAMEREC_IVF_NPROBE: lists searched.")
+
+    def index_settings(self) -> IndexSettings:
+        return IndexSettings(
+            kind=self.kind,
+            metric=self.metric,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            hnsw_ef_search=self.hnsw_ef_search,
+            ivf_nlist=self.ivf_nlist,
+            ivf_nprobe=self.ivf_nprobe,
+        )
+
+    def version_fields(self) -> dict[str, object]:
+        return {f"index.{k}": v for k, v in self.index_settings().relevant_fields().items()}
 
 
 class ComputeResource(dg.ConfigurableResource):
@@ -172,6 +266,13 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "EMBED_DIM": ("training", "embed_dim"),
     "LR": ("training", "lr"),
     "VAL_K": ("evaluation", "k"),
+    "GAMEREC_INDEX": ("index", "kind"),
+    "GAMEREC_INDEX_METRIC": ("index", "metric"),
+    "GAMEREC_HNSW_M": ("index", "hnsw_m"),
+    "GAMEREC_HNSW_EF_CONSTRUCTION": ("index", "hnsw_ef_construction"),
+    "GAMEREC_HNSW_EF_SEARCH": ("index", "hnsw_ef_search"),
+    "GAMEREC_IVF_NLIST": ("index", "ivf_nlist"),
+    "GAMEREC_IVF_NPROBE": ("index", "ivf_nprobe"),
     "GAMEREC_DEVICE": ("compute", "device"),
     "GAMEREC_NUM_THREADS": ("compute", "num_threads"),
 }
@@ -183,11 +284,21 @@ RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
     "split": SplitResource,
     "training": TrainingResource,
     "evaluation": EvaluationResource,
+    "index": IndexResource,
     "compute": ComputeResource,
 }
 
 
-def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg.ConfigurableResource]:
+def env_variable_names() -> dict[str, str]:
+    """'training.lr' -> 'LR': how each setting is named where users set it."""
+    names = {f"{key}.{field}": variable for variable, (key, field) in ENV_SETTINGS.items()}
+    names.update({f"{key}.{field}": "SEED" for key, field in SEED_FIELDS})
+    return names
+
+
+def resources_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, dg.ConfigurableResource]:
     """Build every resource, taking each setting from its env var when set (else the default).
 
     Values are validated by the resource classes: a bad one (EMBED_DIM=0, GAMEREC_SOURCE=foo)
@@ -207,5 +318,7 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dg
             resources[key] = cls.model_validate(settings[key])
         except Exception as error:  # pydantic.ValidationError; re-raised with the env var names
             names = [v for v, (k, _) in ENV_SETTINGS.items() if k == key]
-            raise ValueError(f"invalid setting for {key} (from {', '.join(names)}): {error}") from error
+            raise ValueError(
+                f"invalid setting for {key} (from {', '.join(names)}): {error}"
+            ) from error
     return resources

@@ -1,5 +1,6 @@
 """Fixtures shared by the whole suite: small resource sets in temporary folders."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from gamerec_assets.resources import (
     ComputeResource,
     EvaluationResource,
+    IndexResource,
     InteractionSourceResource,
     PathsResource,
     SplitResource,
@@ -18,6 +20,34 @@ STEAM_200K = REPO_ROOT.parent / "shared" / "data" / "steam-200k.csv.gz"
 requires_steam_200k = pytest.mark.skipif(
     not STEAM_200K.exists(), reason=f"real data set not found at {STEAM_200K}"
 )
+# Every materializable asset of the graph, in topological order.
+ALL_ASSETS = (
+    "interactions",
+    "train_interactions",
+    "val_interactions",
+    "two_tower_checkpoint",
+    "item_embeddings",
+    "eval_metrics",
+    "faiss_index",
+)
+
+
+def project_environment(tmp_path: Path) -> dict[str, str]:
+    """Settings for a run in tmp_path: its own DAGSTER_HOME and folders, quick training."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return {
+        "DAGSTER_HOME": str(home),
+        "DATA_DIR": str(tmp_path / "data"),
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "GAMEREC_SYNTHETIC_USERS": "500",
+        "GAMEREC_SYNTHETIC_GAMES": "120",
+        "GAMEREC_SYNTHETIC_INTERACTIONS": "7000",
+        "TRAIN_EPOCHS": "2",
+        "EMBED_DIM": "16",
+        "BATCH_SIZE": "256",
+    }
 
 
 def small_resources(tmp_path: Path, **source_overrides) -> dict:
@@ -37,6 +67,7 @@ def small_resources(tmp_path: Path, **source_overrides) -> dict:
         "split": SplitResource(),
         "training": TrainingResource(epochs=3, batch_size=256, embed_dim=16, lr=0.01),
         "evaluation": EvaluationResource(k=20),
+        "index": IndexResource(),
         "compute": ComputeResource(device="cpu", num_threads=2),
     }
 

@@ -1,94 +1,185 @@
-"""The documented `dagster` commands, run as a user runs them, in a persistent DAGSTER_HOME."""
+"""`gamerec materialize`: rebuild exactly what is stale or missing, through the real instance."""
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
+import dagster as dg
+import numpy as np
+import polars as pl
 import pytest
 
-from gamerec_tests.conftest import REPO_ROOT, STEAM_200K, requires_steam_200k
-
-DAGSTER = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
-
-
-def run_dagster(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [DAGSTER, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from gamerec_assets import cli
+from gamerec_assets.core.index import IndexSettings, build_index, read_index, search
+from gamerec_assets.resources import ENV_SETTINGS
+from gamerec_tests.conftest import ALL_ASSETS, project_environment
 
 
 @pytest.fixture
-def cli_env(tmp_path) -> dict[str, str]:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+def project(tmp_path, monkeypatch):
+    """A clean environment: temporary DAGSTER_HOME and folders, quick training settings."""
+    for variable in [*ENV_SETTINGS, "SEED"]:
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in {**project_environment(tmp_path), "LR": "0.01"}.items():
+        monkeypatch.setenv(variable, value)
+    return tmp_path
+
+
+def gamerec(capsys, *args: str) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().out
+
+
+def plan_rows(output: str) -> dict[str, tuple[str, str, str]]:
+    """asset -> (status, action, cause) from the printed plan table."""
+    rows = {}
+    for line in output.splitlines():
+        parts = line.split(maxsplit=3)
+        if parts and parts[0] in ALL_ASSETS:
+            rows[parts[0]] = (parts[1], parts[2], parts[3] if len(parts) > 3 else "")
+    return rows
+
+
+def materialization_counts() -> dict[str, int]:
+    instance = dg.DagsterInstance.get()
     return {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DATA_DIR": str(tmp_path / "data"),
-        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "GAMEREC_SYNTHETIC_USERS": "300",
-        "GAMEREC_SYNTHETIC_GAMES": "80",
-        "GAMEREC_SYNTHETIC_INTERACTIONS": "4000",
-        "TRAIN_EPOCHS": "2",
-        "EMBED_DIM": "16",
-        "BATCH_SIZE": "256",
+        name: len(instance.fetch_materializations(dg.AssetKey(name), limit=1000).records)
+        for name in ALL_ASSETS
     }
 
 
-def materialize(env: dict[str, str], selection: str) -> subprocess.CompletedProcess:
-    return run_dagster(
-        env, "asset", "materialize", "-m", "gamerec_assets.definitions", "--select", selection
-    )
+def test_a_second_run_with_nothing_changed_executes_no_asset(project, capsys):
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0
+    assert {status for status, _, _ in plan_rows(output).values()} == {"missing"}
+    assert "Materializing 7 asset(s)" in output
+    before = materialization_counts()
+    assert set(before.values()) == {1}
+
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0
+    assert "Nothing to materialize" in output
+    assert all(row == ("fresh", "-", "") for row in plan_rows(output).values())
+    assert materialization_counts() == before
 
 
-def test_materialize_everything_then_the_index_alone(cli_env, tmp_path):
-    full = materialize(cli_env, "*")
-    assert full.returncode == 0, full.stderr[-3000:]
-    artifacts = tmp_path / "artifacts"
-    for name in ("item_emb.npy", "index.faiss", "metrics.json", "two_tower.pt", "catalog.parquet"):
-        assert (artifacts / name).stat().st_size > 0
-    assert json.loads((artifacts / "metrics.json").read_text())["n_eval_users"] > 0
-    checkpoint_mtime = (artifacts / "two_tower.pt").stat().st_mtime_ns
-    (artifacts / "index.faiss").unlink()
+def test_a_new_learning_rate_rebuilds_the_checkpoint_and_everything_after_it(
+    project, capsys, monkeypatch
+):
+    assert gamerec(capsys, "materialize")[0] == 0
+    before = materialization_counts()
+    monkeypatch.setenv("LR", "0.02")
 
-    index_only = materialize(cli_env, "faiss_index")
-    assert index_only.returncode == 0, index_only.stderr[-3000:]
-    assert (artifacts / "index.faiss").exists()
-    assert (artifacts / "two_tower.pt").stat().st_mtime_ns == checkpoint_mtime
-    assert "two_tower_checkpoint - STEP_START" not in index_only.stderr
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert code == 0
+    rows = plan_rows(output)
+    rebuilt = {"two_tower_checkpoint", "item_embeddings", "eval_metrics", "faiss_index"}
+    for name in rebuilt:
+        assert rows[name] == ("stale", "run", "LR changed (0.01 -> 0.02)")
+    for name in set(ALL_ASSETS) - rebuilt:
+        assert rows[name] == ("fresh", "-", "")
+    assert materialization_counts() == before  # a dry run materializes nothing
 
-
-def test_a_failed_blocking_check_fails_the_command(cli_env, tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("user_id,game_id,play_time_hours\n1,10,2.0\n1,11,-3.0\n2,10,1.0\n2,11,4.0\n")
-    env = {**cli_env, "GAMEREC_SOURCE": "interactions", "GAMEREC_SOURCE_PATH": str(bad)}
-    result = materialize(env, "*")
-    assert result.returncode != 0
-    assert "interactions_hours_valid" in result.stderr
-    assert not (tmp_path / "artifacts" / "two_tower.pt").exists()
+    assert gamerec(capsys, "materialize")[0] == 0
+    after = materialization_counts()
+    assert {name for name in ALL_ASSETS if after[name] > before[name]} == rebuilt
+    assert "Nothing to materialize" in gamerec(capsys, "materialize")[1]
 
 
-@requires_steam_200k
-def test_materialize_on_steam_200k(cli_env, tmp_path):
-    env = {
-        **cli_env,
-        "GAMEREC_SOURCE": "steam200k",
-        "GAMEREC_SOURCE_PATH": str(STEAM_200K),
-        "TRAIN_EPOCHS": "1",
-        "BATCH_SIZE": "1024",
-    }
-    full = materialize(env, "*")
-    assert full.returncode == 0, full.stderr[-3000:]
-    metrics = json.loads((tmp_path / "artifacts" / "metrics.json").read_text())
-    assert metrics["n_eval_users"] == 6_693
-    index_only = materialize(env, "faiss_index")
-    assert index_only.returncode == 0, index_only.stderr[-3000:]
+def test_index_settings_rebuild_only_the_index_and_hnsw_matches_exact_search(
+    project, capsys, monkeypatch
+):
+    for variable in (
+        "GAMEREC_SYNTHETIC_USERS",
+        "GAMEREC_SYNTHETIC_GAMES",
+        "GAMEREC_SYNTHETIC_INTERACTIONS",
+    ):
+        monkeypatch.delenv(variable)  # the default synthetic size: 2,000 games
+    monkeypatch.setenv("TRAIN_EPOCHS", "1")
+    monkeypatch.setenv("EMBED_DIM", "32")
+    monkeypatch.setenv("BATCH_SIZE", "1024")
+    assert gamerec(capsys, "materialize")[0] == 0
+    checkpoint = project / "artifacts" / "two_tower.pt"
+    checkpoint_bytes = checkpoint.read_bytes()
+    before = materialization_counts()
+
+    monkeypatch.setenv("GAMEREC_INDEX", "hnsw")
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0
+    assert plan_rows(output)["faiss_index"][:2] == ("stale", "run")
+    assert 'GAMEREC_INDEX changed ("flat" -> "hnsw")' in plan_rows(output)["faiss_index"][2]
+    after = materialization_counts()
+    assert {name for name in ALL_ASSETS if after[name] > before[name]} == {"faiss_index"}
+    assert checkpoint.read_bytes() == checkpoint_bytes
+
+    vectors = np.load(project / "artifacts" / "item_emb.npy")
+    hnsw = read_index(project / "artifacts" / "index.faiss")
+    assert "HNSW" in type(hnsw).__name__
+    _, truth = search(build_index(vectors, IndexSettings()), vectors, 20)
+    _, found = search(hnsw, vectors, 20)
+    agreement = np.mean([len(np.intersect1d(t, f)) / 20 for t, f in zip(truth, found)])
+    assert len(vectors) == 2_000
+    assert agreement >= 0.99
+
+
+def test_rematerializing_interactions_from_the_same_input_leaves_downstream_fresh(project, capsys):
+    assert gamerec(capsys, "materialize")[0] == 0
+    before = materialization_counts()
+    code, output = gamerec(capsys, "materialize", "--select", "interactions", "--all")
+    assert code == 0
+    assert plan_rows(output)["interactions"] == ("fresh", "run", "forced (--all)")
+    assert materialization_counts()["interactions"] == before["interactions"] + 1
+
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert all(row == ("fresh", "-", "") for row in plan_rows(output).values())
+    assert "Nothing to materialize" in output
+
+
+def test_a_changed_input_file_marks_interactions_stale_and_rebuilds_downstream(
+    project, capsys, monkeypatch
+):
+    source = project / "interactions.csv"
+    rows = [(u, g, float((u * 7 + g) % 11)) for u in range(150) for g in range(u % 9, u % 9 + 8)]
+    frame = pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row")
+    frame.write_csv(source)
+    monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
+    monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(source))
+    assert gamerec(capsys, "materialize")[0] == 0
+
+    frame.with_columns(play_time_hours=pl.col("play_time_hours") * 2 + 1).write_csv(source)
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    plan = plan_rows(output)
+    assert plan["interactions"][:2] == ("stale", "run")
+    assert "raw_interactions" in plan["interactions"][2]
+    assert all(plan[name][1] == "run" for name in ALL_ASSETS)
+
+
+def test_select_narrows_the_plan(project, capsys, monkeypatch):
+    assert gamerec(capsys, "materialize")[0] == 0
+    monkeypatch.setenv("EMBED_DIM", "8")
+    code, output = gamerec(capsys, "materialize", "--select", "group:training")
+    assert code == 0
+    rows = plan_rows(output)
+    assert [name for name, row in rows.items() if row[1] == "run"] == [
+        "two_tower_checkpoint",
+        "item_embeddings",
+    ]
+    assert rows["faiss_index"][0] == "stale"  # still stale, but outside the selection
+
+
+def test_a_failed_blocking_check_fails_the_command(project, capsys, monkeypatch):
+    bad = project / "bad.csv"
+    bad.write_text("user_id,game_id,play_time_hours\n1,10,2.0\n1,11,nan\n2,10,1.0\n2,11,4.0\n")
+    monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
+    monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(bad))
+    code, output = gamerec(capsys, "materialize")
+    assert code == 1
+    assert "FAILED" in output and "interactions_hours_valid (ERROR)" in output
+    assert materialization_counts()["two_tower_checkpoint"] == 0
+
+
+def test_without_dagster_home_it_uses_the_project_folder(project, capsys, monkeypatch):
+    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.chdir(project)
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert code == 0
+    assert f"using {project / 'dagster_home'}" in output
+    assert os.environ["DAGSTER_HOME"] == str(project / "dagster_home")

@@ -6,7 +6,8 @@ from gamerec_assets.definitions import build_definitions, defs
 from gamerec_assets.resources import resources_from_env
 
 EXPECTED_GRAPH = {
-    "interactions": ("ingestion", set()),
+    "raw_interactions": ("ingestion", set()),
+    "interactions": ("ingestion", {"raw_interactions"}),
     "train_interactions": ("splits", {"interactions"}),
     "val_interactions": ("splits", {"interactions"}),
     "two_tower_checkpoint": ("training", {"train_interactions", "interactions"}),

@@ -11,7 +11,12 @@ from gamerec_tests.conftest import STEAM_200K, requires_steam_200k
 def test_defaults_are_the_seeds():
     resources = resources_from_env({})
     training = resources["training"]
-    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (5, 1024, 64, 1e-3)
+    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (
+        5,
+        1024,
+        64,
+        1e-3,
+    )
     assert resources["evaluation"].k == 20
     assert resources["source"].kind == "synthetic"
     assert resources["split"].strategy == "max_playtime"
@@ -36,7 +41,12 @@ def test_env_vars_override_every_setting():
         }
     )
     training = resources["training"]
-    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (7, 256, 32, 0.01)
+    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (
+        7,
+        256,
+        32,
+        0.01,
+    )
     assert training.seed == resources["split"].seed == resources["source"].synthetic_seed == 42
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
@@ -48,8 +58,15 @@ def test_env_vars_override_every_setting():
 
 @pytest.mark.parametrize(
     "variable, value",
-    [("EMBED_DIM", "0"), ("TRAIN_EPOCHS", "-1"), ("LR", "0"), ("BATCH_SIZE", "abc"),
-     ("GAMEREC_SOURCE", "kafka"), ("GAMEREC_SPLIT", "oldest"), ("GAMEREC_DEVICE", "tpu")],
+    [
+        ("EMBED_DIM", "0"),
+        ("TRAIN_EPOCHS", "-1"),
+        ("LR", "0"),
+        ("BATCH_SIZE", "abc"),
+        ("GAMEREC_SOURCE", "kafka"),
+        ("GAMEREC_SPLIT", "oldest"),
+        ("GAMEREC_DEVICE", "tpu"),
+    ],
 )
 def test_bad_values_are_rejected_before_anything_runs(variable, value):
     with pytest.raises(ValueError, match=variable):

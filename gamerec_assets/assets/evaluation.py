@@ -18,6 +18,7 @@ from gamerec_assets.core.metrics import (
 )
 from gamerec_assets.core.trainer import load_checkpoint
 from gamerec_assets.resources import ComputeResource, EvaluationResource, PathsResource
+from gamerec_assets.versioning import effective_version
 
 MODEL_BEATS_POPULARITY = "model_beats_popularity"
 
@@ -72,11 +73,18 @@ def eval_metrics(
         + ", ".join(f"{m}={popularity[m]:.4f}" for m in headline)
     )
     table = [
-        {"metric": name, "model": f"{model_metrics[name]:.4f}", "popularity": f"{popularity[name]:.4f}"}
+        {
+            "metric": name,
+            "model": f"{model_metrics[name]:.4f}",
+            "popularity": f"{popularity[name]:.4f}",
+        }
         for name in model_metrics
     ]
+    version = effective_version(context, "eval_metrics", {"evaluation": evaluation})
     return dg.MaterializeResult(
+        tags=version["tags"],
         metadata={
+            **version["metadata"],
             **model_metrics,
             **{f"popularity_{name}": value for name, value in popularity.items()},
             "n_eval_users": int(len(val_users)),
@@ -90,7 +98,7 @@ def eval_metrics(
 @dg.asset_check(
     asset=eval_metrics,
     name=MODEL_BEATS_POPULARITY,
-    description="The model's Recall@VAL_K is above the popularity baseline's (a warning otherwise).",
+    description="The model's Recall@VAL_K is above the popularity baseline's (WARN otherwise).",
 )
 def model_beats_popularity(paths: PathsResource) -> dg.AssetCheckResult:
     report = json.loads(paths.metrics.read_text(encoding="utf-8"))
@@ -99,6 +107,12 @@ def model_beats_popularity(paths: PathsResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=model > popularity,
         severity=dg.AssetCheckSeverity.WARN,
-        description=None if model > popularity else f"{key} {model:.4f} <= popularity {popularity:.4f}",
-        metadata={key: model, f"popularity_{key}": popularity, "ratio": model / max(popularity, 1e-12)},
+        description=None
+        if model > popularity
+        else f"{key} {model:.4f} <= popularity {popularity:.4f}",
+        metadata={
+            key: model,
+            f"popularity_{key}": popularity,
+            "ratio": model / max(popularity, 1e-12),
+        },
     )

@@ -7,6 +7,7 @@ from gamerec_assets.assets.common import content_version, markdown_table, table_
 from gamerec_assets.core.io import write_parquet_atomic
 from gamerec_assets.core.splits import leave_one_out_split
 from gamerec_assets.resources import PathsResource, SplitResource
+from gamerec_assets.versioning import effective_version
 
 SPLIT_NO_LEAKAGE = "split_no_leakage"
 SPLIT_EVAL_USERS_HAVE_TRAIN_DATA = "split_eval_users_have_train_data"
@@ -46,9 +47,12 @@ def leave_one_out_splits(
         f"{split.strategy}: {result.train.height} train rows, {result.val.height} held-out users"
     )
     settings = dg.MetadataValue.json(split.model_dump())
+    version = effective_version(context, "train_interactions", {"split": split})
     yield dg.MaterializeResult(
         asset_key="train_interactions",
+        tags=version["tags"],
         metadata={
+            **version["metadata"],
             **table_metadata(result.train),
             "n_users": result.train["user_idx"].n_unique(),
             "split": settings,
@@ -56,9 +60,12 @@ def leave_one_out_splits(
         },
         data_version=content_version(paths.train_interactions),
     )
+    version = effective_version(context, "val_interactions", {"split": split})
     yield dg.MaterializeResult(
         asset_key="val_interactions",
+        tags=version["tags"],
         metadata={
+            **version["metadata"],
             **table_metadata(result.val),
             "n_eval_users": result.val.height,
             "split": settings,
@@ -73,7 +80,7 @@ def leave_one_out_splits(
     name=SPLIT_NO_LEAKAGE,
     additional_deps=["val_interactions"],
     blocking=True,
-    description="No held-out (user, game) pair is also in train, and each user holds out at most one game.",
+    description="No held-out (user, game) pair is in train; each user holds out at most one game.",
 )
 def split_no_leakage(paths: PathsResource) -> dg.AssetCheckResult:
     train = pl.scan_parquet(paths.train_interactions).select("user_idx", "item_idx")
@@ -105,7 +112,9 @@ def split_eval_users_have_train_data(paths: PathsResource) -> dg.AssetCheckResul
     return dg.AssetCheckResult(
         passed=orphans.height == 0 and n_eval > 0,
         description=(
-            "no user has two or more games, so there is nothing to evaluate" if n_eval == 0 else None
+            "no user has two or more games, so there is nothing to evaluate"
+            if n_eval == 0
+            else None
         ),
         metadata={"eval_users": n_eval, "eval_users_without_train_data": orphans.height},
     )

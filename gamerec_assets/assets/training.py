@@ -7,8 +7,14 @@ import torch
 
 from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path
-from gamerec_assets.core.trainer import load_checkpoint, save_checkpoint, train_two_tower
+from gamerec_assets.core.trainer import (
+    checkpoint_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+    train_two_tower,
+)
 from gamerec_assets.resources import ComputeResource, PathsResource, TrainingResource
+from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
 ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
@@ -33,7 +39,10 @@ def two_tower_checkpoint(
     config = training.train_config()
     device = compute.setup()
     train = pl.read_parquet(paths.train_interactions, columns=["user_idx", "item_idx"])
-    n_users = int(pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item()) + 1
+    n_users = (
+        int(pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item())
+        + 1
+    )
     n_items = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
     context.log.info(
         f"training on {train.height} pairs, {n_users} users x {n_items} games, device {device}, "
@@ -48,9 +57,12 @@ def two_tower_checkpoint(
         device=device,
         on_epoch_end=lambda epoch, loss: context.log.info(f"epoch {epoch}: loss {loss:.4f}"),
     )
-    save_checkpoint(paths.checkpoint, result, extra={"run_id": context.run.run_id})
+    save_checkpoint(paths.checkpoint, result)
+    version = effective_version(context, "two_tower_checkpoint", {"training": training})
     return dg.MaterializeResult(
+        tags=version["tags"],
         metadata={
+            **version["metadata"],
             "final_loss": result.epoch_losses[-1],
             "epoch_losses": dg.MetadataValue.json(result.epoch_losses),
             "fit_seconds": round(result.seconds, 3),
@@ -59,7 +71,7 @@ def two_tower_checkpoint(
             "config": dg.MetadataValue.json(training.model_dump()),
             "path": dg.MetadataValue.path(str(paths.checkpoint)),
         },
-        data_version=content_version(paths.checkpoint),
+        data_version=dg.DataVersion(checkpoint_fingerprint(paths.checkpoint)[:16]),
     )
 
 
@@ -67,7 +79,7 @@ def two_tower_checkpoint(
     asset=two_tower_checkpoint,
     name=CHECKPOINT_WEIGHTS_FINITE,
     blocking=True,
-    description="Every weight in the checkpoint is finite (no NaN or infinity from a diverged run).",
+    description="Every weight in the checkpoint is finite (no NaN or inf from a diverged run).",
 )
 def checkpoint_weights_finite(paths: PathsResource) -> dg.AssetCheckResult:
     model, _ = load_checkpoint(paths.checkpoint)
@@ -89,15 +101,20 @@ def checkpoint_weights_finite(paths: PathsResource) -> dg.AssetCheckResult:
     kinds={"numpy"},
     description="item_emb.npy: float32 [n_games, EMBED_DIM]; row i is the vector of item_idx i.",
 )
-def item_embeddings(paths: PathsResource) -> dg.MaterializeResult:
+def item_embeddings(
+    context: dg.AssetExecutionContext, paths: PathsResource
+) -> dg.MaterializeResult:
     model, _ = load_checkpoint(paths.checkpoint)
     vectors = model.item_vectors().cpu().numpy().astype(np.float32)
     with atomic_path(paths.item_embeddings) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, vectors)
     norms = np.linalg.norm(vectors, axis=1)
+    version = effective_version(context, "item_embeddings", {})
     return dg.MaterializeResult(
+        tags=version["tags"],
         metadata={
+            **version["metadata"],
             "n_games": vectors.shape[0],
             "dim": vectors.shape[1],
             "mean_norm": float(norms.mean()),

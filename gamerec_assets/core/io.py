@@ -53,3 +53,9 @@ def write_parquet_atomic(frame: pl.DataFrame, path: str | os.PathLike) -> None:
 def combined_sha256(paths: list[str | os.PathLike]) -> str:
     """One hash for an artifact made of several files (each file's hash, in order)."""
     return hashlib.sha256("".join(file_sha256(p) for p in paths).encode()).hexdigest()
+
+
+def config_fingerprint(settings: dict[str, Any]) -> str:
+    """Stable hash of a settings mapping (canonical JSON: sorted keys, no whitespace)."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -21,7 +21,7 @@ SCORE_CHUNK_ELEMENTS = 1 << 25  # 32M float32 scores = 128 MiB per chunk
 
 @dataclass(frozen=True)
 class TrainItems:
-    """Each user's training games as CSR arrays: items of user u are indices[indptr[u]:indptr[u+1]]."""
+    """Each user's training games as CSR arrays: user u has indices[indptr[u]:indptr[u+1]]."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -63,7 +63,9 @@ def heldout_ranks(
         targets = torch.tensor(val_items[start : start + chunk_users], device=device)
         scores = user_vectors[torch.tensor(users, device=device)] @ item_vectors.T
         rows, items = train_items.pairs_for(users)
-        scores[torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)] = -torch.inf
+        scores[
+            torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)
+        ] = -torch.inf
         target_scores = scores.gather(1, targets[:, None])
         ahead = (scores > target_scores) | (
             (scores == target_scores) & (item_ids[None, :] < targets[:, None])

@@ -133,10 +133,14 @@ def read_interactions_file(path: str | Path) -> RawInteractions:
                 schema_overrides={column: pl.String for column in REQUIRED_COLUMNS},
             )
             rows = rows.with_columns(
-                _integer_if_lossless(rows[column]) for column in REQUIRED_COLUMNS if column in rows.columns
+                _integer_if_lossless(rows[column])
+                for column in REQUIRED_COLUMNS
+                if column in rows.columns
             )
         else:
-            raise InteractionsFileError(path, "unknown file type (expected .parquet, .csv or .csv.gz)")
+            raise InteractionsFileError(
+                path, "unknown file type (expected .parquet, .csv or .csv.gz)"
+            )
     except pl.exceptions.PolarsError as error:
         raise InteractionsFileError(path, f"cannot read as a table: {error}") from error
 

@@ -48,9 +48,7 @@ def leave_one_out_split(interactions: pl.DataFrame, strategy: str, seed: int = 0
         descending=[False, True, False],
         nulls_last=True,
     )
-    is_heldout = (pl.int_range(pl.len()).over("user_idx") == 0) & (
-        pl.len().over("user_idx") >= 2
-    )
+    is_heldout = (pl.int_range(pl.len()).over("user_idx") == 0) & (pl.len().over("user_idx") >= 2)
     ranked = ranked.with_columns(_heldout=is_heldout)
     columns = frame.columns
     train = ranked.filter(~pl.col("_heldout")).select(columns).sort("user_idx", "item_idx")

@@ -26,9 +26,26 @@ import numpy as np
 import polars as pl
 
 GENRE_NAMES = (
-    "Action", "Adventure", "RPG", "Strategy", "Simulation", "Puzzle", "Racing",
-    "Sports", "Horror", "Platformer", "Shooter", "Survival", "Sandbox",
-    "Roguelike", "Fighting", "Rhythm", "Visual Novel", "MOBA", "MMO", "Card",
+    "Action",
+    "Adventure",
+    "RPG",
+    "Strategy",
+    "Simulation",
+    "Puzzle",
+    "Racing",
+    "Sports",
+    "Horror",
+    "Platformer",
+    "Shooter",
+    "Survival",
+    "Sandbox",
+    "Roguelike",
+    "Fighting",
+    "Rhythm",
+    "Visual Novel",
+    "MOBA",
+    "MMO",
+    "Card",
 )
 ZIPF_EXPONENT = 1.1  # game popularity ~ 1 / rank**s
 NOISE_SHARE = 0.18  # share of picks drawn from global popularity
@@ -57,7 +74,9 @@ def _validate(spec: SyntheticSpec) -> None:
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise ValueError(f"{name} must be an int, got {value!r}")
         if value < (0 if name == "seed" else 1):
-            raise ValueError(f"{name} must be {'non-negative' if name == 'seed' else 'positive'}, got {value}")
+            raise ValueError(
+                f"{name} must be {'non-negative' if name == 'seed' else 'positive'}, got {value}"
+            )
     if spec.n_genres > spec.n_games:
         raise ValueError(f"n_genres ({spec.n_genres}) must be <= n_games ({spec.n_games})")
     if spec.n_interactions < spec.n_users:
@@ -156,13 +175,17 @@ def generate_synthetic_interactions(spec: SyntheticSpec) -> pl.DataFrame:
     within = np.empty(n_g, dtype=np.int64)
     within[order] = np.arange(n_g) - np.repeat(starts, ends - starts) + 1
     names = [genre_name(k) for k in range(n_k)]
-    titles = pl.Series([f"{names[g]} Game {w:04d}" for g, w in zip(genre.tolist(), within.tolist())])
+    titles = pl.Series(
+        [f"{names[g]} Game {w:04d}" for g, w in zip(genre.tolist(), within.tolist())]
+    )
     return pl.DataFrame(
         {
             "user_id": pl.Series(user_ids[user], dtype=pl.Int64),
             "game_id": pl.Series(10 * game + 10, dtype=pl.Int64),
             "title": titles.gather(game),
             "play_time_hours": pl.Series(hours, dtype=pl.Float64),
-            "timestamp": pl.Series(EPOCH_START_US + offsets_us, dtype=pl.Int64).cast(pl.Datetime("us")),
+            "timestamp": pl.Series(EPOCH_START_US + offsets_us, dtype=pl.Int64).cast(
+                pl.Datetime("us")
+            ),
         }
     )

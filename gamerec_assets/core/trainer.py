@@ -6,6 +6,8 @@ checkpoint describes itself (weights, model dimensions, every hyperparameter, se
 run, loss history) and is written atomically and read with `weights_only=True`.
 """
 
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -109,7 +111,9 @@ def train_two_tower(
     return result
 
 
-def save_checkpoint(path: str | Path, result: TrainResult, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, result: TrainResult, extra: dict[str, Any] | None = None
+) -> None:
     """Write a self-describing checkpoint atomically (weights, dimensions, config, history)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -118,11 +122,26 @@ def save_checkpoint(path: str | Path, result: TrainResult, extra: dict[str, Any]
         "config": asdict(result.config),
         "epochs_run": len(result.epoch_losses),
         "epoch_losses": list(result.epoch_losses),
-        "train_seconds": result.seconds,
         "extra": dict(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """Hash of what a checkpoint holds (weights, dimensions, config, history).
+
+    `torch.save` writes a random serialization id into every file, so two saves of the same
+    weights differ byte for byte; this hash does not.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for name in sorted(payload["model_state"]):
+        digest.update(name.encode())
+        digest.update(payload["model_state"][name].contiguous().numpy().tobytes())
+    rest = {key: value for key, value in payload.items() if key != "model_state"}
+    digest.update(json.dumps(rest, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def load_checkpoint(

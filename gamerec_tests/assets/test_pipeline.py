@@ -11,21 +11,12 @@ import torch
 from gamerec_assets.core.index import read_index, search
 from gamerec_assets.core.trainer import load_checkpoint
 from gamerec_assets.definitions import STAGE_MODULES
-from gamerec_tests.conftest import STEAM_200K, requires_steam_200k, small_resources
+from gamerec_tests.conftest import ALL_ASSETS, STEAM_200K, requires_steam_200k, small_resources
 
 GRAPH = [
     *dg.load_assets_from_modules(STAGE_MODULES),
     *dg.load_asset_checks_from_modules(STAGE_MODULES),
 ]
-ALL_ASSETS = {
-    "interactions",
-    "train_interactions",
-    "val_interactions",
-    "two_tower_checkpoint",
-    "item_embeddings",
-    "eval_metrics",
-    "faiss_index",
-}
 
 
 def materialize(resources, instance, selection=None, raise_on_error=True):
@@ -62,7 +53,7 @@ def built(tmp_path, instance):
 def test_full_graph_materializes_every_asset_and_passes_every_check(built):
     _, result = built
     assert result.success
-    assert materialized_keys(result) == ALL_ASSETS
+    assert materialized_keys(result) == set(ALL_ASSETS)
     outcomes = check_outcomes(result)
     assert len(outcomes) == 10
     failed = {name for name, passed in outcomes.items() if not passed}
@@ -141,15 +132,17 @@ def test_blocking_check_stops_bad_input_and_keeps_good_artifacts(tmp_path, insta
     kept = [paths.checkpoint, paths.item_embeddings, paths.metrics, paths.faiss_index]
     before = {path: path.read_bytes() for path in kept}
 
-    frame.with_columns(play_time_hours=pl.when(pl.col("user_id") == 3).then(-5.0).otherwise(1.0)).write_csv(
-        source_file
-    )
+    frame.with_columns(
+        play_time_hours=pl.when(pl.col("user_id") == 3).then(-5.0).otherwise(1.0)
+    ).write_csv(source_file)
     result = materialize(resources, instance, raise_on_error=False)
     assert not result.success
     assert check_outcomes(result)["interactions_hours_valid"] is False
     assert materialized_keys(result) == {"interactions"}
     evaluation = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "interactions_hours_valid"
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == "interactions_hours_valid"
     )
     assert evaluation.metadata["bad_rows"].value == 6
     assert {path: path.read_bytes() for path in kept} == before

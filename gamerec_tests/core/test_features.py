@@ -69,7 +69,12 @@ def test_interactions_columns_sorted_by_indices_and_timestamp_kept():
     raw = raw_frame([2, 1, 1], [1, 2, 1], timestamps=[datetime(2024, 1, d) for d in (1, 2, 3)])
     frame = index_interactions(raw).interactions
     assert frame.columns == [
-        "user_id", "game_id", "user_idx", "item_idx", "play_time_hours", "timestamp"
+        "user_id",
+        "game_id",
+        "user_idx",
+        "item_idx",
+        "play_time_hours",
+        "timestamp",
     ]
     assert frame.select("user_idx", "item_idx").rows() == [(0, 0), (0, 1), (1, 0)]
     stamp = frame.filter(pl.col("user_id") == 1, pl.col("game_id") == 2)["timestamp"].item()

@@ -34,8 +34,13 @@ def test_ranking_metrics_hand_computed():
 def test_ranking_metrics_perfect_and_default_ks():
     metrics = ranking_metrics(np.zeros(3, dtype=np.int64))
     assert metrics == {
-        "recall@10": 1.0, "ndcg@10": 1.0, "recall@20": 1.0, "ndcg@20": 1.0,
-        "recall@50": 1.0, "ndcg@50": 1.0, "mrr": 1.0,
+        "recall@10": 1.0,
+        "ndcg@10": 1.0,
+        "recall@20": 1.0,
+        "ndcg@20": 1.0,
+        "recall@50": 1.0,
+        "ndcg@50": 1.0,
+        "mrr": 1.0,
     }
 
 
@@ -110,8 +115,11 @@ def _random_case(seed=0, n_users=9, n_items=13, dim=3):
     train = TrainItems.from_pairs(np.array(train_users), np.array(train_items), n_users)
     order = rng.permutation(n_users)  # evaluation order need not be sorted
     return (
-        user_vectors, item_vectors, train,
-        np.array(val_users)[order], np.array(val_items)[order],
+        user_vectors,
+        item_vectors,
+        train,
+        np.array(val_users)[order],
+        np.array(val_items)[order],
         (np.array(train_users), np.array(train_items)),
     )
 

@@ -19,11 +19,11 @@ STEAM_ROWS = (
     '10,"Half, Life",play,2.5,0\n'
     '10,"Half, Life",play,2.5,0\n'  # exact duplicate of the row above: dropped
     '10,"Half, Life",play,1.0,0\n'
-    '10,Portal,purchase,1.0,0\n'
-    '10,Portal,purchase,1.0,0\n'  # exact duplicate: dropped
-    '7,Portal,purchase,1.0,0\n'
-    '7,Portal,play,0.5,0\n'
-    '7,Dota 2,play,12.0,0\n'
+    "10,Portal,purchase,1.0,0\n"
+    "10,Portal,purchase,1.0,0\n"  # exact duplicate: dropped
+    "7,Portal,purchase,1.0,0\n"
+    "7,Portal,play,0.5,0\n"
+    "7,Dota 2,play,12.0,0\n"
 )
 
 

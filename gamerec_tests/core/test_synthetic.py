@@ -1,6 +1,5 @@
 from datetime import datetime
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -97,7 +96,9 @@ def test_titles_readable_and_unique_per_game(small):
     assert games["title"].str.contains(r"^[A-Za-z ]+(?: \d+)? Game \d{4}$").all()
     assert genre_name(0) == "Action" and genre_name(20) == "Action 2"
     many = generate_synthetic_interactions(SyntheticSpec(200, 300, 3000, n_genres=25))
-    assert many.select("game_id", "title").unique()["title"].n_unique() == many["game_id"].n_unique()
+    assert (
+        many.select("game_id", "title").unique()["title"].n_unique() == many["game_id"].n_unique()
+    )
 
 
 def test_timestamps_within_2025(small):

@@ -189,7 +189,11 @@ def test_checkpoint_round_trip(tmp_path):
     assert payload["format"] == CHECKPOINT_FORMAT
     assert payload["model_args"] == {"n_users": 20, "n_items": 10, "embed_dim": 8}
     assert payload["config"] == {
-        "epochs": 2, "batch_size": 16, "embed_dim": 8, "lr": 0.05, "seed": 1
+        "epochs": 2,
+        "batch_size": 16,
+        "embed_dim": 8,
+        "lr": 0.05,
+        "seed": 1,
     }
     assert payload["epochs_run"] == 2
     assert payload["epoch_losses"] == result.epoch_losses

@@ -1,0 +1,119 @@
+"""The optional automation fires on real changes only, evaluated without a daemon."""
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from gamerec_assets.automation import SENSOR_NAME, inputs_changed
+from gamerec_assets.definitions import build_definitions
+from gamerec_tests.conftest import ALL_ASSETS, small_resources
+
+SOURCE = dg.AssetKey("raw_interactions")
+
+
+def requested(result) -> set[str]:
+    return {key.to_user_string() for key in result._requested_partitions_by_asset_key}
+
+
+def write_source(path, scale: float) -> None:
+    rows = [(u, g, float((u + g) % 7) * scale) for u in range(80) for g in range(u % 6, u % 6 + 7)]
+    pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row").write_csv(
+        path
+    )
+
+
+@pytest.fixture
+def setup(tmp_path):
+    source = tmp_path / "interactions.csv"
+    write_source(source, 1.0)
+    resources = small_resources(tmp_path, kind="interactions", path=str(source))
+    with dg.instance_for_test() as instance:
+        yield source, resources, instance
+
+
+def tick(defs, instance, cursor=None):
+    return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+
+def run(defs, instance, keys) -> None:
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.execute_in_process(instance=instance, asset_selection=list(keys)).success
+
+
+def build_everything(defs, instance):
+    """Let the conditions drive: observe the source, then run what each tick requests."""
+    result = tick(defs, instance)
+    run(defs, instance, [SOURCE])
+    built: list[set[str]] = []
+    for _ in range(8):
+        result = tick(defs, instance, result.cursor)
+        if not requested(result):
+            return result, built
+        built.append(requested(result))
+        run(defs, instance, [dg.AssetKey(name) for name in requested(result)])
+    raise AssertionError(f"automation did not settle: {built}")
+
+
+def test_the_sensor_is_off_until_switched_on(setup):
+    _, resources, _ = setup
+    sensor = build_definitions(resources).resolve_sensor_def(SENSOR_NAME)
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_from_an_empty_instance_it_builds_the_graph_once_then_rests(setup):
+    _, resources, instance = setup
+    defs = build_definitions(resources)
+    _, built = build_everything(defs, instance)
+    assert built[0] == {"interactions"}
+    assert set().union(*built) == set(ALL_ASSETS)
+
+
+def test_an_unchanged_rematerialization_triggers_nothing_unlike_eager(setup):
+    _, resources, instance = setup
+    defs = build_definitions(resources)
+    result, _ = build_everything(defs, instance)
+    run(defs, instance, [dg.AssetKey("interactions")])  # same input, same data version
+    assert requested(tick(defs, instance, result.cursor)) == set()
+
+    eager = dg.Definitions(
+        assets=dg.map_asset_specs(
+            lambda spec: spec.replace_attributes(
+                automation_condition=dg.AutomationCondition.eager()
+            ),
+            [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
+        ),
+        resources=resources,
+    )
+    eager_cursor = tick(eager, instance).cursor
+    run(defs, instance, [dg.AssetKey("interactions")])
+    assert "train_interactions" in requested(tick(eager, instance, eager_cursor))
+
+
+def test_a_changed_input_file_rebuilds_downstream(setup):
+    source, resources, instance = setup
+    defs = build_definitions(resources)
+    result, _ = build_everything(defs, instance)
+    write_source(source, 3.0)
+    run(defs, instance, [SOURCE])
+    result = tick(defs, instance, result.cursor)
+    assert requested(result) == {"interactions"}
+    run(defs, instance, [dg.AssetKey("interactions")])
+    assert {"train_interactions", "val_interactions"} <= requested(
+        tick(defs, instance, result.cursor)
+    )
+
+
+def test_a_new_hyperparameter_requests_training_but_not_ingestion(setup):
+    _, resources, instance = setup
+    result, _ = build_everything(build_definitions(resources), instance)
+    resources["training"] = resources["training"].model_copy(update={"lr": 0.05})
+    assert requested(tick(build_definitions(resources), instance, result.cursor)) == {
+        "two_tower_checkpoint",
+        "item_embeddings",
+        "eval_metrics",
+        "faiss_index",
+    }
+
+
+def test_the_condition_is_labelled_for_the_ui():
+    assert inputs_changed.get_label() == "inputs_changed"

@@ -1,0 +1,70 @@
+"""Each setting changes the code version of exactly the assets it affects."""
+
+import pytest
+
+from gamerec_assets.definitions import build_definitions
+from gamerec_assets.resources import resources_from_env
+from gamerec_assets.versioning import describe_version_change
+
+TRAINING_AND_AFTER = {"two_tower_checkpoint", "item_embeddings", "eval_metrics", "faiss_index"}
+EVERYTHING = {"interactions", "train_interactions", "val_interactions"} | TRAINING_AND_AFTER
+STEAM = {"GAMEREC_SOURCE": "steam200k", "GAMEREC_SOURCE_PATH": "/data/steam-200k.csv.gz"}
+
+
+def code_versions(environ: dict[str, str]) -> dict[str, str]:
+    graph = build_definitions(resources_from_env(environ)).resolve_asset_graph()
+    return {
+        key.to_user_string(): graph.get(key).code_version
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).is_materializable
+    }
+
+
+def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
+    before, after = code_versions(base), code_versions({**base, **change})
+    return {name for name in before if before[name] != after[name]}
+
+
+@pytest.mark.parametrize(
+    "change, affected",
+    [
+        ({"LR": "0.01"}, TRAINING_AND_AFTER),
+        ({"TRAIN_EPOCHS": "9"}, TRAINING_AND_AFTER),
+        ({"BATCH_SIZE": "512"}, TRAINING_AND_AFTER),
+        ({"EMBED_DIM": "32"}, TRAINING_AND_AFTER),
+        ({"SEED": "7"}, TRAINING_AND_AFTER),  # max_playtime split and a file source ignore it
+        ({"VAL_K": "10"}, {"eval_metrics"}),
+        ({"GAMEREC_INDEX": "hnsw"}, {"faiss_index"}),
+        ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index"}),
+        ({"GAMEREC_HNSW_EF_SEARCH": "64"}, set()),  # irrelevant to the default flat index
+        ({"GAMEREC_SPLIT": "random"}, EVERYTHING - {"interactions"}),
+        ({"GAMEREC_SOURCE_PATH": "/data/other.csv"}, EVERYTHING),
+        ({"ARTIFACTS_DIR": "/elsewhere"}, EVERYTHING),
+        ({"GAMEREC_DEVICE": "cpu", "GAMEREC_NUM_THREADS": "1"}, set()),
+    ],
+)
+def test_a_setting_marks_exactly_the_assets_it_affects(change, affected):
+    assert changed_by(STEAM, change) == affected
+
+
+def test_hnsw_settings_matter_once_the_index_is_hnsw():
+    assert changed_by({**STEAM, "GAMEREC_INDEX": "hnsw"}, {"GAMEREC_HNSW_EF_SEARCH": "64"}) == {
+        "faiss_index"
+    }
+
+
+def test_seed_also_changes_synthetic_data_and_a_random_split():
+    assert changed_by({}, {"SEED": "7"}) == EVERYTHING
+    assert changed_by({**STEAM, "GAMEREC_SPLIT": "random"}, {"SEED": "7"}) == EVERYTHING - {
+        "interactions"
+    }
+
+
+def test_causes_name_the_setting_and_its_values():
+    recorded = {"config": {"training.lr": 0.001, "index.kind": "flat"}, "code": {"m.trainer": "a"}}
+    declared = {"config": {"training.lr": 0.01, "index.kind": "flat"}, "code": {"m.trainer": "b"}}
+    assert (
+        describe_version_change(recorded, declared, {"training.lr": "LR"})
+        == "LR changed (0.001 -> 0.01); code changed: trainer"
+    )
+    assert describe_version_change(None, declared, {}) == "code version changed"
