@@ -169,34 +169,53 @@ class SplitResource(dg.ConfigurableResource):
 
 
 class TrainingResource(dg.ConfigurableResource):
-    """Two-tower hyperparameters (the seed's env var names and defaults)."""
+    """Two-tower hyperparameters. Defaults were chosen on a tuning split of Steam-200k's
+    training data (benchmarks/tune_defaults.py); the seed's model is `user_tower=id`,
+    `normalize=false`, `temperature=1`, the three corrections off, 5 epochs, lr 0.001, dim 64."""
 
-    epochs: int = Field(default=5, gt=0, description="TRAIN_EPOCHS.")
-    batch_size: int = Field(default=1024, gt=0, description="BATCH_SIZE.")
-    embed_dim: int = Field(default=64, gt=0, description="EMBED_DIM.")
-    lr: float = Field(default=1e-3, gt=0, description="LR (Adam learning rate).")
-    seed: int = Field(default=0, description="SEED: weight init and batch order.")
+    epochs: int = Field(default=20, gt=0, description="TRAIN_EPOCHS: at most this many epochs.")
+    batch_size: int = Field(default=1024, gt=0, description="BATCH_SIZE: in-batch negatives.")
+    embed_dim: int = Field(default=256, gt=0, description="EMBED_DIM.")
+    lr: float = Field(default=3e-3, gt=0, description="LR (AdamW learning rate).")
+    seed: int = Field(default=0, description="SEED: weight init, batch order, tuning split.")
+    user_tower: Literal["id", "history", "history+id"] = Field(
+        default="history", description="GAMEREC_USER_TOWER: id | history | history+id."
+    )
+    normalize: bool = Field(default=True, description="GAMEREC_NORMALIZE: cosine scores.")
+    temperature: float = Field(default=0.15, gt=0, description="GAMEREC_TEMPERATURE.")
+    logq_correction: bool = Field(default=True, description="GAMEREC_LOGQ_CORRECTION.")
+    mask_accidental_hits: bool = Field(default=True, description="GAMEREC_MASK_ACCIDENTAL_HITS.")
+    weight_decay: float = Field(default=0.0, ge=0, description="GAMEREC_WEIGHT_DECAY (AdamW).")
+    playtime_weighting: bool = Field(default=True, description="GAMEREC_PLAYTIME_WEIGHTING.")
+    history_weighting: bool = Field(default=False, description="GAMEREC_HISTORY_WEIGHTING.")
+    select_epochs: bool = Field(
+        default=True, description="GAMEREC_SELECT_EPOCHS: pick epochs on a tuning split."
+    )
+    patience: int = Field(default=3, gt=0, description="GAMEREC_PATIENCE: early stopping.")
+    refit: bool = Field(
+        default=True, description="GAMEREC_REFIT: retrain on all training data afterwards."
+    )
 
     def version_fields(self) -> dict[str, object]:
         return {f"training.{k}": v for k, v in asdict(self.train_config()).items()}
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            embed_dim=self.embed_dim,
-            lr=self.lr,
-            seed=self.seed,
-        )
+        return TrainConfig(**self.model_dump())
 
 
 class EvaluationResource(dg.ConfigurableResource):
     """Cut-off of the headline metrics; 10 and 50 are always reported too."""
 
     k: int = Field(default=20, gt=0, description="VAL_K.")
+    ease_baseline: bool = Field(
+        default=True, description="GAMEREC_EASE_BASELINE: also score EASE (skipped > 30k games)."
+    )
+    ease_l2: float = Field(
+        default=0.0, ge=0, description="GAMEREC_EASE_L2: EASE's L2 weight; 0 = tune it."
+    )
 
     def version_fields(self) -> dict[str, object]:
-        return {"evaluation.k": self.k}
+        return {f"evaluation.{k}": v for k, v in self.model_dump().items()}
 
 
 class IndexResource(dg.ConfigurableResource):
@@ -265,7 +284,20 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "BATCH_SIZE": ("training", "batch_size"),
     "EMBED_DIM": ("training", "embed_dim"),
     "LR": ("training", "lr"),
+    "GAMEREC_USER_TOWER": ("training", "user_tower"),
+    "GAMEREC_NORMALIZE": ("training", "normalize"),
+    "GAMEREC_TEMPERATURE": ("training", "temperature"),
+    "GAMEREC_LOGQ_CORRECTION": ("training", "logq_correction"),
+    "GAMEREC_MASK_ACCIDENTAL_HITS": ("training", "mask_accidental_hits"),
+    "GAMEREC_WEIGHT_DECAY": ("training", "weight_decay"),
+    "GAMEREC_PLAYTIME_WEIGHTING": ("training", "playtime_weighting"),
+    "GAMEREC_HISTORY_WEIGHTING": ("training", "history_weighting"),
+    "GAMEREC_SELECT_EPOCHS": ("training", "select_epochs"),
+    "GAMEREC_PATIENCE": ("training", "patience"),
+    "GAMEREC_REFIT": ("training", "refit"),
     "VAL_K": ("evaluation", "k"),
+    "GAMEREC_EASE_BASELINE": ("evaluation", "ease_baseline"),
+    "GAMEREC_EASE_L2": ("evaluation", "ease_l2"),
     "GAMEREC_INDEX": ("index", "kind"),
     "GAMEREC_INDEX_METRIC": ("index", "metric"),
     "GAMEREC_HNSW_M": ("index", "hnsw_m"),

@@ -45,7 +45,12 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
         "gamerec_assets.assets.training",
     ),
     "item_embeddings": ("gamerec_assets.assets.training",),
-    "eval_metrics": ("gamerec_assets.core.metrics", "gamerec_assets.assets.evaluation"),
+    "eval_metrics": (
+        "gamerec_assets.core.metrics",
+        "gamerec_assets.core.baselines",
+        "gamerec_assets.core.evaluation",
+        "gamerec_assets.assets.evaluation",
+    ),
     "faiss_index": ("gamerec_assets.core.index", "gamerec_assets.assets.serving"),
 }
 OWN_RESOURCES: dict[str, tuple[str, ...]] = {

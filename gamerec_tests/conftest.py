@@ -3,6 +3,8 @@
 import shutil
 from pathlib import Path
 
+import dagster as dg
+import polars as pl
 import pytest
 
 from gamerec_assets.resources import (
@@ -32,6 +34,23 @@ ALL_ASSETS = (
 )
 
 
+def clustered_interactions(
+    n_users: int = 120, n_clusters: int = 4, games_per_cluster: int = 12, per_user: int = 6
+) -> pl.DataFrame:
+    """Users in clusters owning games of their cluster: a model learns it, popularity cannot.
+
+    Every game of a cluster is equally popular, so only the cluster structure tells a
+    user's held-out game apart; play hours rise with the game's position in the user's list.
+    """
+    rows = []
+    for user in range(n_users):
+        cluster = user % n_clusters
+        for position in range(per_user):
+            game = cluster * games_per_cluster + (user // n_clusters + position) % games_per_cluster
+            rows.append((user + 1, 1000 + game, float(1 + (position * 7 + user) % 13)))
+    return pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row")
+
+
 def project_environment(tmp_path: Path) -> dict[str, str]:
     """Settings for a run in tmp_path: its own DAGSTER_HOME and folders, quick training."""
     home = tmp_path / "dagster_home"
@@ -48,6 +67,15 @@ def project_environment(tmp_path: Path) -> dict[str, str]:
         "EMBED_DIM": "16",
         "BATCH_SIZE": "256",
     }
+
+
+def with_settings(resource: dg.ConfigurableResource, **changes) -> dg.ConfigurableResource:
+    """A copy of a resource with some fields changed.
+
+    Build a new instance: pydantic's `model_copy(update=...)` changes the Python object but
+    not the configuration Dagster initializes the resource from in a run.
+    """
+    return type(resource)(**{**resource.model_dump(), **changes})
 
 
 def small_resources(tmp_path: Path, **source_overrides) -> dict:

@@ -6,7 +6,12 @@ import pytest
 
 from gamerec_assets.automation import SENSOR_NAME, inputs_changed
 from gamerec_assets.definitions import build_definitions
-from gamerec_tests.conftest import ALL_ASSETS, small_resources
+from gamerec_tests.conftest import (
+    ALL_ASSETS,
+    clustered_interactions,
+    small_resources,
+    with_settings,
+)
 
 SOURCE = dg.AssetKey("raw_interactions")
 
@@ -16,10 +21,8 @@ def requested(result) -> set[str]:
 
 
 def write_source(path, scale: float) -> None:
-    rows = [(u, g, float((u + g) % 7) * scale) for u in range(80) for g in range(u % 6, u % 6 + 7)]
-    pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row").write_csv(
-        path
-    )
+    frame = clustered_interactions()
+    frame.with_columns(play_time_hours=pl.col("play_time_hours") * scale).write_csv(path)
 
 
 @pytest.fixture
@@ -106,7 +109,7 @@ def test_a_changed_input_file_rebuilds_downstream(setup):
 def test_a_new_hyperparameter_requests_training_but_not_ingestion(setup):
     _, resources, instance = setup
     result, _ = build_everything(build_definitions(resources), instance)
-    resources["training"] = resources["training"].model_copy(update={"lr": 0.05})
+    resources["training"] = with_settings(resources["training"], lr=0.05)
     assert requested(tick(build_definitions(resources), instance, result.cursor)) == {
         "two_tower_checkpoint",
         "item_embeddings",

@@ -10,7 +10,7 @@ import pytest
 from gamerec_assets import cli
 from gamerec_assets.core.index import IndexSettings, build_index, read_index, search
 from gamerec_assets.resources import ENV_SETTINGS
-from gamerec_tests.conftest import ALL_ASSETS, project_environment
+from gamerec_tests.conftest import ALL_ASSETS, clustered_interactions, project_environment
 
 
 @pytest.fixture
@@ -137,8 +137,7 @@ def test_a_changed_input_file_marks_interactions_stale_and_rebuilds_downstream(
     project, capsys, monkeypatch
 ):
     source = project / "interactions.csv"
-    rows = [(u, g, float((u * 7 + g) % 11)) for u in range(150) for g in range(u % 9, u % 9 + 8)]
-    frame = pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row")
+    frame = clustered_interactions()
     frame.write_csv(source)
     monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
     monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(source))

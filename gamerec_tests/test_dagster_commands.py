@@ -71,6 +71,7 @@ def test_materialize_on_steam_200k(cli_env, tmp_path):
         "GAMEREC_SOURCE_PATH": str(STEAM_200K),
         "TRAIN_EPOCHS": "1",
         "BATCH_SIZE": "1024",
+        "GAMEREC_EASE_BASELINE": "false",
     }
     full = materialize(env, "*")
     assert full.returncode == 0, full.stderr[-3000:]

@@ -8,15 +8,13 @@ from gamerec_assets.resources import InteractionSourceResource, resources_from_e
 from gamerec_tests.conftest import STEAM_200K, requires_steam_200k
 
 
-def test_defaults_are_the_seeds():
+def test_defaults_are_the_tuned_model_under_the_seeds_names():
     resources = resources_from_env({})
-    training = resources["training"]
-    assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (
-        5,
-        1024,
-        64,
-        1e-3,
-    )
+    config = resources["training"].train_config()
+    assert (config.epochs, config.batch_size, config.embed_dim, config.lr) == (20, 1024, 256, 3e-3)
+    assert (config.user_tower, config.normalize, config.temperature) == ("history", True, 0.15)
+    assert config.logq_correction and config.mask_accidental_hits and config.playtime_weighting
+    assert config.select_epochs and config.refit and not config.history_weighting
     assert resources["evaluation"].k == 20
     assert resources["source"].kind == "synthetic"
     assert resources["split"].strategy == "max_playtime"
@@ -38,8 +36,13 @@ def test_env_vars_override_every_setting():
             "DATA_DIR": "/d",
             "ARTIFACTS_DIR": "/a",
             "GAMEREC_DEVICE": "cpu",
+            "GAMEREC_USER_TOWER": "id",
+            "GAMEREC_NORMALIZE": "false",
+            "GAMEREC_REFIT": "0",
         }
     )
+    config = resources["training"].train_config()
+    assert (config.user_tower, config.normalize, config.refit) == ("id", False, False)
     training = resources["training"]
     assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (
         7,

@@ -33,7 +33,11 @@ def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
         ({"BATCH_SIZE": "512"}, TRAINING_AND_AFTER),
         ({"EMBED_DIM": "32"}, TRAINING_AND_AFTER),
         ({"SEED": "7"}, TRAINING_AND_AFTER),  # max_playtime split and a file source ignore it
-        ({"VAL_K": "10"}, {"eval_metrics"}),
+        # eval_metrics gates the index (its blocking check), so the index follows it.
+        ({"VAL_K": "10"}, {"eval_metrics", "faiss_index"}),
+        ({"GAMEREC_EASE_BASELINE": "false"}, {"eval_metrics", "faiss_index"}),
+        ({"GAMEREC_TEMPERATURE": "0.2"}, TRAINING_AND_AFTER),
+        ({"GAMEREC_USER_TOWER": "id"}, TRAINING_AND_AFTER),
         ({"GAMEREC_INDEX": "hnsw"}, {"faiss_index"}),
         ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index"}),
         ({"GAMEREC_HNSW_EF_SEARCH": "64"}, set()),  # irrelevant to the default flat index

@@ -37,7 +37,9 @@ def _sample_rows(n_items: int) -> np.ndarray:
 
 
 @dg.asset(
-    deps=["item_embeddings"],
+    # eval_metrics is a dependency so that its blocking check (the model must beat
+    # popularity) keeps a worse-than-popularity model out of the index.
+    deps=["item_embeddings", "eval_metrics"],
     group_name="serving",
     kinds={"faiss"},
     description=(

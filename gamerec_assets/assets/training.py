@@ -9,11 +9,16 @@ from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.trainer import (
     checkpoint_fingerprint,
+    fit_two_tower,
     load_checkpoint,
     save_checkpoint,
-    train_two_tower,
 )
-from gamerec_assets.resources import ComputeResource, PathsResource, TrainingResource
+from gamerec_assets.resources import (
+    ComputeResource,
+    PathsResource,
+    SplitResource,
+    TrainingResource,
+)
 from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
@@ -25,38 +30,43 @@ ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
     group_name="training",
     kinds={"pytorch"},
     description=(
-        "Two-tower model (user and game ID embeddings, dot product) trained with InfoNCE over "
-        "in-batch negatives and Adam. A self-describing checkpoint: weights, dimensions, "
-        "hyperparameters, seed, loss per epoch."
+        "Two-tower model: a history user tower (pooled game embeddings of the user's training "
+        "games) and a game ID tower, cosine scores over a temperature, InfoNCE over in-batch "
+        "negatives with logQ correction and accidental-hit masking, positives weighted by play "
+        "time. Epochs chosen on a tuning split carved from train, then refit on all of train. "
+        "A self-describing checkpoint: weights, model arguments, every hyperparameter, seed, "
+        "losses and tuning scores per epoch."
     ),
 )
 def two_tower_checkpoint(
     context: dg.AssetExecutionContext,
     training: TrainingResource,
+    split: SplitResource,
     compute: ComputeResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
     config = training.train_config()
     device = compute.setup()
-    train = pl.read_parquet(paths.train_interactions, columns=["user_idx", "item_idx"])
+    train = pl.read_parquet(
+        paths.train_interactions, columns=["user_idx", "item_idx", "play_time_hours"]
+    )
     n_users = (
-        int(pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item())
-        + 1
+        pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item() + 1
     )
     n_items = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
     context.log.info(
         f"training on {train.height} pairs, {n_users} users x {n_items} games, device {device}, "
         f"config {config}"
     )
-    result = train_two_tower(
-        train["user_idx"].to_numpy(),
-        train["item_idx"].to_numpy(),
-        n_users=n_users,
-        n_items=n_items,
-        config=config,
-        device=device,
-        on_epoch_end=lambda epoch, loss: context.log.info(f"epoch {epoch}: loss {loss:.4f}"),
+
+    def log_epoch(phase: str, epoch: int, loss: float, tuning_ndcg: float | None) -> None:
+        score = "" if tuning_ndcg is None else f", tuning NDCG@20 {tuning_ndcg:.4f}"
+        context.log.info(f"{phase} epoch {epoch}: loss {loss:.4f}{score}")
+
+    fit = fit_two_tower(
+        train, n_users, n_items, config, split.strategy, device, on_epoch_end=log_epoch
     )
+    result = fit.final
     save_checkpoint(paths.checkpoint, result)
     version = effective_version(context, "two_tower_checkpoint", {"training": training})
     return dg.MaterializeResult(
@@ -65,8 +75,10 @@ def two_tower_checkpoint(
             **version["metadata"],
             "final_loss": result.epoch_losses[-1],
             "epoch_losses": dg.MetadataValue.json(result.epoch_losses),
-            "fit_seconds": round(result.seconds, 3),
-            "pairs_per_second": round(train.height * config.epochs / max(result.seconds, 1e-9)),
+            "epochs_trained": len(result.epoch_losses),
+            "best_epoch": result.best_epoch,
+            "tuning_ndcg": dg.MetadataValue.json(result.tuning_ndcg),
+            "fit_seconds": round(fit.seconds, 3),
             "device": str(device),
             "config": dg.MetadataValue.json(training.model_dump()),
             "path": dg.MetadataValue.path(str(paths.checkpoint)),

@@ -10,6 +10,7 @@ With one held-out game per user: Recall@K = share of users whose game ranks < K 
 NDCG@K = mean of 1/log2(rank + 2) over those hits, MRR = mean of 1/(rank + 1) (untruncated).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,40 @@ class TrainItems:
         return rows, self.indices[np.repeat(starts, lengths) + offsets]
 
 
+Scorer = Callable[[np.ndarray], torch.Tensor]
+"""Maps a chunk of user indices to their scores for every game, [len(users), n_items]."""
+
+
+def rank_heldout(
+    scorer: Scorer,
+    n_items: int,
+    train_items: TrainItems,
+    val_users: np.ndarray,
+    val_items: np.ndarray,
+    chunk_users: int | None = None,
+) -> np.ndarray:
+    """0-based rank of each held-out game among all games the user does not already have."""
+    if chunk_users is None:
+        chunk_users = max(1, SCORE_CHUNK_ELEMENTS // max(n_items, 1))
+    ranks = np.empty(len(val_users), dtype=np.int64)
+    for start in range(0, len(val_users), chunk_users):
+        users = np.asarray(val_users[start : start + chunk_users])
+        scores = scorer(users)
+        device = scores.device
+        targets = torch.tensor(val_items[start : start + chunk_users], device=device)
+        rows, items = train_items.pairs_for(users)
+        scores[
+            torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)
+        ] = -torch.inf
+        target_scores = scores.gather(1, targets[:, None])
+        item_ids = torch.arange(n_items, device=device)
+        ahead = (scores > target_scores) | (
+            (scores == target_scores) & (item_ids[None, :] < targets[:, None])
+        )
+        ranks[start : start + len(users)] = ahead.sum(dim=1).cpu().numpy()
+    return ranks
+
+
 def heldout_ranks(
     user_vectors: torch.Tensor,
     item_vectors: torch.Tensor,
@@ -51,27 +86,14 @@ def heldout_ranks(
     val_items: np.ndarray,
     chunk_users: int | None = None,
 ) -> np.ndarray:
-    """0-based rank of each held-out game among all games the user does not already have."""
-    n_items = item_vectors.shape[0]
-    if chunk_users is None:
-        chunk_users = max(1, SCORE_CHUNK_ELEMENTS // max(n_items, 1))
-    device = item_vectors.device
-    item_ids = torch.arange(n_items, device=device)
-    ranks = np.empty(len(val_users), dtype=np.int64)
-    for start in range(0, len(val_users), chunk_users):
-        users = val_users[start : start + chunk_users]
-        targets = torch.tensor(val_items[start : start + chunk_users], device=device)
-        scores = user_vectors[torch.tensor(users, device=device)] @ item_vectors.T
-        rows, items = train_items.pairs_for(users)
-        scores[
-            torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)
-        ] = -torch.inf
-        target_scores = scores.gather(1, targets[:, None])
-        ahead = (scores > target_scores) | (
-            (scores == target_scores) & (item_ids[None, :] < targets[:, None])
-        )
-        ranks[start : start + len(users)] = ahead.sum(dim=1).cpu().numpy()
-    return ranks
+    """`rank_heldout` for a dot-product model: scores = user_vectors[u] @ item_vectors.T."""
+
+    def scorer(users: np.ndarray) -> torch.Tensor:
+        return user_vectors[torch.tensor(users, device=user_vectors.device)] @ item_vectors.T
+
+    return rank_heldout(
+        scorer, item_vectors.shape[0], train_items, val_users, val_items, chunk_users
+    )
 
 
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:

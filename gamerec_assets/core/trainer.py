@@ -1,45 +1,108 @@
 """Training loop for the two-tower model: InfoNCE over in-batch negatives, Adam.
 
-Batches are slices of a seeded permutation of the training pairs held as two index tensors:
-no per-sample Dataset or DataLoader, which is most of the cost of the usual approach. The
-checkpoint describes itself (weights, model dimensions, every hyperparameter, seed, epochs
-run, loss history) and is written atomically and read with `weights_only=True`.
+Batches are slices of a seeded permutation of the training pairs held as index tensors: no
+per-sample Dataset or DataLoader, which is most of the cost of the usual approach. Options,
+each off in the seed's model and chosen on a tuning split for the project's defaults:
+- `normalize` + `temperature`: cosine scores divided by a temperature;
+- `logq_correction`: subtract log(sampling probability) of each in-batch item, so popular
+  games are not over-penalised for appearing as negatives more often;
+- `mask_accidental_hits`: the same game twice in a batch is not its own negative;
+- `weight_decay` (AdamW); `playtime_weighting`: positives weighted by log play hours;
+  `history_weighting`: the history user tower pools games with the same weights;
+- `user_tower`: `id`, `history` or `history+id` (see `model`).
+With `select_epochs`, `fit_two_tower` carves a tuning split out of the training data (a second
+leave-one-out, same strategy), trains on the rest while scoring each epoch's NDCG on it, stops
+after `patience` epochs without improvement, and keeps the best epoch; with `refit`, it then
+retrains on all the training data for that many epochs. The evaluation hold-out is never seen.
+The checkpoint describes itself (weights, model arguments, every hyperparameter, seed, epochs,
+losses) and is written atomically, read with `weights_only=True`.
 """
 
+import copy
 import hashlib
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gamerec_assets.core.io import atomic_path
-from gamerec_assets.core.model import TwoTower
+from gamerec_assets.core.metrics import TrainItems, heldout_ranks, ranking_metrics
+from gamerec_assets.core.model import USER_TOWERS, TwoTower, UserHistory
+from gamerec_assets.core.splits import leave_one_out_split
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+ACCIDENTAL_HIT_LOGIT = -1e9  # finite: -inf in a row with every entry masked would give NaN
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Every training hyperparameter. The defaults here reproduce the seed's plain model;
+    the project's tuned defaults live on `resources.TrainingResource`."""
+
     epochs: int = 5
     batch_size: int = 1024
     embed_dim: int = 64
     lr: float = 1e-3
     seed: int = 0
+    user_tower: str = "id"
+    normalize: bool = False
+    temperature: float = 1.0
+    logq_correction: bool = False
+    mask_accidental_hits: bool = False
+    weight_decay: float = 0.0
+    playtime_weighting: bool = False
+    history_weighting: bool = False
+    select_epochs: bool = False
+    patience: int = 3
+    refit: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "embed_dim"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_size", "embed_dim", "patience"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive finite number, got {self.lr}")
+        for name in ("lr", "temperature"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and value > 0 and np.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not (self.weight_decay >= 0 and np.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.user_tower not in USER_TOWERS:
+            raise ValueError(
+                f"user_tower must be one of {', '.join(USER_TOWERS)}, got {self.user_tower!r}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainingPairs:
+    """Positive (user, item) pairs, with play hours when playtime weighting is used."""
+
+    users: np.ndarray
+    items: np.ndarray
+    hours: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.users) != len(self.items):
+            raise ValueError(f"users has {len(self.users)} rows but items has {len(self.items)}")
+        if len(self.users) == 0:
+            raise ValueError("no training pairs: the training split is empty")
+
+
+@dataclass(frozen=True)
+class TuningSet:
+    """Held-out games of a tuning split carved from the training data, to select epochs."""
+
+    users: np.ndarray
+    items: np.ndarray
+    k: int = 20
 
 
 @dataclass
@@ -47,6 +110,8 @@ class TrainResult:
     model: TwoTower
     config: TrainConfig
     epoch_losses: list[float] = field(default_factory=list)
+    tuning_ndcg: list[float] = field(default_factory=list)
+    best_epoch: int = 0
     seconds: float = 0.0
 
 
@@ -61,35 +126,113 @@ def shuffled_batches(
     yield from torch.split(order, batch_size)
 
 
-def in_batch_softmax_loss(logits: torch.Tensor) -> torch.Tensor:
+def mask_accidental_hits(logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Remove off-diagonal copies of a row's own positive item from its negatives."""
+    same_item = items[:, None] == items[None, :]
+    same_item.fill_diagonal_(False)
+    return logits.masked_fill(same_item, ACCIDENTAL_HIT_LOGIT)
+
+
+def in_batch_softmax_loss(
+    logits: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """InfoNCE: each user's own item (the diagonal) against the batch's other items."""
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    if weights is None:
+        return F.cross_entropy(logits, targets)
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    return (losses * weights).sum() / weights.sum()
+
+
+def item_log_frequencies(items: np.ndarray, n_items: int) -> torch.Tensor:
+    """log(share of training pairs) per item: the in-batch sampling probability for logQ."""
+    counts = np.bincount(items, minlength=n_items).astype(np.float64)
+    return torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(items))).float()
+
+
+def playtime_weights(hours: np.ndarray) -> torch.Tensor:
+    """1 + log1p(hours), scaled to mean 1: games played longer count more, none count zero."""
+    weights = 1.0 + np.log1p(np.maximum(np.nan_to_num(hours), 0.0))
+    return torch.from_numpy(weights / weights.mean()).float()
+
+
+def batch_logits(
+    model: TwoTower,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    history: UserHistory | None,
+    config: TrainConfig,
+    log_q: torch.Tensor | None,
+    pair_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    logits = model(users, items, history, pair_weights) / config.temperature
+    if log_q is not None:
+        logits = logits - log_q[items][None, :]
+    if config.mask_accidental_hits:
+        logits = mask_accidental_hits(logits, items)
+    return logits
+
+
+@torch.no_grad()
+def tuning_ndcg(model: TwoTower, history: UserHistory | None, tuning: TuningSet) -> float:
+    """NDCG@k of the tuning split's held-out games, the user's other games masked."""
+    train_items = TrainItems(
+        indptr=history.indptr.cpu().numpy(), indices=history.items.cpu().numpy()
+    )
+    ranks = heldout_ranks(
+        model.user_vectors(history), model.item_vectors(), train_items, tuning.users, tuning.items
+    )
+    return ranking_metrics(ranks, (tuning.k,))[f"ndcg@{tuning.k}"]
 
 
 def train_two_tower(
-    user_idx: np.ndarray,
-    item_idx: np.ndarray,
+    pairs: TrainingPairs,
     n_users: int,
     n_items: int,
     config: TrainConfig,
     device: torch.device = torch.device("cpu"),
-    on_epoch_end: Callable[[int, float], None] | None = None,
+    tuning: TuningSet | None = None,
+    on_epoch_end: Callable[[int, float, float | None], None] | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
-    """Train on (user_idx, item_idx) positive pairs; deterministic for a seed on CPU."""
-    if len(user_idx) != len(item_idx):
-        raise ValueError(f"user_idx has {len(user_idx)} rows but item_idx has {len(item_idx)}")
-    if len(user_idx) == 0:
-        raise ValueError("no training pairs: the training split is empty")
+    """Train on positive pairs; deterministic for a seed on CPU.
+
+    With `tuning`, stops after `patience` epochs without a better tuning NDCG and returns the
+    best epoch's weights (`best_epoch`); without it, trains `epochs` epochs.
+    """
+    if device.type == "cpu":  # multi-threaded embedding backward passes are otherwise racy
+        torch.use_deterministic_algorithms(True)
     torch.manual_seed(config.seed)
-    model = TwoTower(n_users, n_items, config.embed_dim).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    users = torch.tensor(np.asarray(user_idx), dtype=torch.long, device=device)
-    items = torch.tensor(np.asarray(item_idx), dtype=torch.long, device=device)
+    model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    users = torch.tensor(np.asarray(pairs.users), dtype=torch.long, device=device)
+    items = torch.tensor(np.asarray(pairs.items), dtype=torch.long, device=device)
+    weights = None
+    if config.playtime_weighting or config.history_weighting:
+        if pairs.hours is None:
+            raise ValueError("playtime or history weighting needs the play hours of the pairs")
+        weights = playtime_weights(pairs.hours)
+    history_weights = weights if config.history_weighting else None
+    history = (
+        UserHistory.from_pairs(pairs.users, pairs.items, n_users, history_weights).to(device)
+        if model.uses_history or tuning is not None
+        else None
+    )
+    if weights is not None:
+        weights = weights.to(device)
+        history_weights = weights if config.history_weighting else None
+    log_q = (
+        item_log_frequencies(pairs.items, n_items).to(device) if config.logq_correction else None
+    )
+    loss_weights = weights if config.playtime_weighting else None
     generator = torch.Generator().manual_seed(config.seed)
     show_progress = sys.stderr.isatty() if progress is None else progress
 
     result = TrainResult(model=model, config=config)
+    best_state, best_score = None, -np.inf
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -97,18 +240,129 @@ def train_two_tower(
         batch_rows = list(shuffled_batches(len(users), config.batch_size, generator))
         for rows in tqdm(batch_rows, desc=f"epoch {epoch}", disable=not show_progress, leave=False):
             rows = rows.to(device)
-            loss = in_batch_softmax_loss(model(users[rows], items[rows]))
+            logits = batch_logits(
+                model,
+                users[rows],
+                items[rows],
+                history,
+                config,
+                log_q,
+                None if history_weights is None else history_weights[rows],
+            )
+            loss = in_batch_softmax_loss(
+                logits, None if loss_weights is None else loss_weights[rows]
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item()
             batches += 1
         result.epoch_losses.append(total / batches)
+        model.eval()
+        score = None
+        if tuning is not None:
+            score = tuning_ndcg(model, history, tuning)
+            result.tuning_ndcg.append(score)
+            if score > best_score:
+                best_score, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            result.best_epoch = epoch
         if on_epoch_end is not None:
-            on_epoch_end(epoch, result.epoch_losses[-1])
+            on_epoch_end(epoch, result.epoch_losses[-1], score)
+        if tuning is not None and epoch - result.best_epoch >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     model.eval()
     return result
+
+
+@dataclass
+class FitResult:
+    """The final model and, when epochs were selected, the run on the tuning split."""
+
+    final: TrainResult
+    tuning: TrainResult | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.final.seconds + (self.tuning.seconds if self.tuning else 0.0)
+
+
+def pairs_from_frame(frame: pl.DataFrame) -> TrainingPairs:
+    hours = frame["play_time_hours"].to_numpy() if "play_time_hours" in frame.columns else None
+    return TrainingPairs(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), hours)
+
+
+def history_from_frame(frame: pl.DataFrame, n_users: int, config: TrainConfig) -> UserHistory:
+    """Users' training histories as the model pools them (weighted if it was trained so)."""
+    weights = (
+        playtime_weights(frame["play_time_hours"].to_numpy()) if config.history_weighting else None
+    )
+    return UserHistory.from_pairs(
+        frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), n_users, weights
+    )
+
+
+def fit_two_tower(
+    train: pl.DataFrame,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    split_strategy: str = "max_playtime",
+    device: torch.device = torch.device("cpu"),
+    on_epoch_end: Callable[[str, int, float, float | None], None] | None = None,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train on an indexed training split, selecting epochs on a tuning split carved from it."""
+
+    def report(phase: str) -> Callable[[int, float, float | None], None] | None:
+        if on_epoch_end is None:
+            return None
+        return lambda epoch, loss, score: on_epoch_end(phase, epoch, loss, score)
+
+    tuning_split = (
+        leave_one_out_split(train, split_strategy, config.seed) if config.select_epochs else None
+    )
+    if tuning_split is None or tuning_split.val.height == 0:
+        final = train_two_tower(
+            pairs_from_frame(train),
+            n_users,
+            n_items,
+            config,
+            device,
+            on_epoch_end=report("train"),
+            progress=progress,
+        )
+        return FitResult(final=final)
+    tuning_set = TuningSet(
+        tuning_split.val["user_idx"].to_numpy(), tuning_split.val["item_idx"].to_numpy()
+    )
+    tuned = train_two_tower(
+        pairs_from_frame(tuning_split.train),
+        n_users,
+        n_items,
+        config,
+        device,
+        tuning=tuning_set,
+        on_epoch_end=report("tune"),
+        progress=progress,
+    )
+    if not config.refit:
+        return FitResult(final=tuned, tuning=tuned)
+    final = train_two_tower(
+        pairs_from_frame(train),
+        n_users,
+        n_items,
+        replace(config, epochs=tuned.best_epoch, select_epochs=False),
+        device,
+        on_epoch_end=report("refit"),
+        progress=progress,
+    )
+    final.tuning_ndcg = list(tuned.tuning_ndcg)
+    return FitResult(final=final, tuning=tuned)
 
 
 def save_checkpoint(
@@ -121,7 +375,9 @@ def save_checkpoint(
         "model_args": result.model.model_args(),
         "config": asdict(result.config),
         "epochs_run": len(result.epoch_losses),
+        "best_epoch": result.best_epoch,
         "epoch_losses": list(result.epoch_losses),
+        "tuning_ndcg": list(result.tuning_ndcg),
         "extra": dict(extra or {}),
     }
     with atomic_path(path) as tmp:

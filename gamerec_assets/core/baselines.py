@@ -1,0 +1,62 @@
+"""Classic baselines the project computes itself, so a model's numbers can be judged.
+
+- Popularity: every user gets the games with the most training interactions.
+- EASE (Steck, "Embarrassingly Shallow Autoencoders", WWW 2019): a linear item-item model
+  with a closed form, B = I - P diagMat(1 / diag(P)) with P = (X^T X + lambda I)^-1, zero
+  diagonal. Strong on sparse implicit data, but it needs a dense n_items x n_items matrix, so
+  it is skipped above `EASE_MAX_ITEMS` games.
+Both score through `metrics.heldout_ranks` with the same masking and tie rule as the model.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from gamerec_assets.core.metrics import TrainItems
+
+EASE_MAX_ITEMS = 30_000  # the Gram matrix and its inverse: 2 x n^2 float32 = 7.2 GB at 30k
+
+
+@dataclass(frozen=True)
+class EaseModel:
+    item_weights: torch.Tensor  # B, [n_items, n_items], zero diagonal
+    train_items: TrainItems
+
+    def scores(self, users: np.ndarray) -> torch.Tensor:
+        """Scores of every game for `users`: their training rows of X times B."""
+        rows, items = self.train_items.pairs_for(users)
+        n_items = self.item_weights.shape[0]
+        indicator = torch.zeros(len(users), n_items, dtype=self.item_weights.dtype)
+        indicator[torch.from_numpy(rows), torch.from_numpy(items)] = 1.0
+        return indicator @ self.item_weights
+
+
+def popularity_scores(train_item_idx: np.ndarray, n_items: int) -> torch.Tensor:
+    """Training interactions per game, the popularity baseline's score."""
+    return torch.from_numpy(np.bincount(train_item_idx, minlength=n_items).astype(np.float32))
+
+
+def fit_ease(train_items: TrainItems, n_items: int, l2: float) -> EaseModel:
+    """Closed-form EASE on the binary user-item matrix of the training split."""
+    if n_items > EASE_MAX_ITEMS:
+        raise ValueError(
+            f"EASE needs a dense {n_items} x {n_items} matrix; skipped above {EASE_MAX_ITEMS} games"
+        )
+    n_users = len(train_items.indptr) - 1
+    rows = np.repeat(np.arange(n_users), np.diff(train_items.indptr))
+    with warnings.catch_warnings():  # torch flags its sparse kernels as beta
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.sparse_coo_tensor(
+            torch.from_numpy(np.vstack([rows, train_items.indices])),
+            torch.ones(len(rows), dtype=torch.float64),
+            (n_users, n_items),
+            check_invariants=False,
+        ).coalesce()
+        gram = torch.sparse.mm(x.t(), x).to_dense()
+    gram.diagonal().add_(l2)
+    precision = torch.linalg.inv(gram)
+    weights = -precision / precision.diagonal()[None, :]
+    weights.diagonal().zero_()
+    return EaseModel(item_weights=weights.float(), train_items=train_items)

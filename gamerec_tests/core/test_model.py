@@ -1,0 +1,340 @@
+"""The two-tower model: user histories as CSR bags and the id / history / history+id towers."""
+
+import numpy as np
+import pytest
+import torch
+
+from gamerec_assets.core.model import USER_TOWERS, TwoTower, UserHistory
+from gamerec_assets.core.trainer import in_batch_softmax_loss
+
+# Users 0-3; user 3 owns nothing. After a stable sort by user:
+# user 0 -> [11, 14], user 1 -> [13], user 2 -> [10, 12], user 3 -> [].
+PAIR_USERS = np.array([2, 0, 2, 1, 0])
+PAIR_ITEMS = np.array([10, 11, 12, 13, 14])
+PAIR_WEIGHTS = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # user 0 -> [2, 5], 1 -> [4], 2 -> [1, 3]
+
+
+def _model(user_tower="history", normalize=False, n_users=4, n_items=6, embed_dim=3, seed=0):
+    torch.manual_seed(seed)
+    model = TwoTower(n_users, n_items, embed_dim, user_tower, normalize)
+    with torch.no_grad():  # larger than the std=0.02 init so differences are far above float noise
+        for parameter in model.parameters():
+            parameter.normal_()
+    return model
+
+
+# Items 0-5 of a 6-item model: user 0 -> [1, 4], user 1 -> [3], user 2 -> [0, 2, 5], user 3 -> [].
+HIST_USERS = np.array([2, 0, 2, 1, 0, 2])
+HIST_ITEMS = np.array([0, 1, 2, 3, 4, 5])
+HIST_WEIGHTS = np.array([0.5, 2.0, 1.5, 3.0, 1.0, 4.0])
+OWNED = {0: [1, 4], 1: [3], 2: [0, 2, 5], 3: []}
+OWNED_WEIGHTS = {0: [2.0, 1.0], 1: [3.0], 2: [0.5, 1.5, 4.0], 3: []}
+
+
+def _history(weighted=False):
+    return UserHistory.from_pairs(HIST_USERS, HIST_ITEMS, 4, HIST_WEIGHTS if weighted else None)
+
+
+def _mean(table, items, weights=None):
+    rows = table[torch.tensor(items, dtype=torch.long)]
+    if weights is None:
+        return rows.mean(dim=0)
+    w = torch.tensor(weights, dtype=torch.float32)
+    return (rows * w[:, None]).sum(dim=0) / w.sum()
+
+
+# --- UserHistory ---------------------------------------------------------------------------------
+
+
+def test_from_pairs_builds_csr_in_stable_user_order():
+    history = UserHistory.from_pairs(PAIR_USERS, PAIR_ITEMS, n_users=4)
+    assert history.n_users == 4
+    assert history.indptr.tolist() == [0, 2, 3, 5, 5]
+    assert history.items.tolist() == [11, 14, 13, 10, 12]
+    assert history.weights is None
+    assert history.indptr.dtype == torch.int64 and history.items.dtype == torch.int64
+
+
+def test_bags_unweighted_returns_each_users_items_offsets_and_counts():
+    history = UserHistory.from_pairs(PAIR_USERS, PAIR_ITEMS, n_users=4)
+    flat, offsets, weights, totals = history.bags(torch.tensor([2, 3, 0, 1]))
+    assert flat.tolist() == [10, 12, 11, 14, 13]
+    assert offsets.tolist() == [0, 2, 2, 4]
+    assert weights is None
+    assert totals.tolist() == [2.0, 0.0, 2.0, 1.0]
+    assert totals.dtype == torch.float32
+
+
+def test_bags_weighted_returns_weights_in_item_order_and_their_sums():
+    history = UserHistory.from_pairs(PAIR_USERS, PAIR_ITEMS, n_users=4, weights=PAIR_WEIGHTS)
+    assert history.weights.tolist() == [2.0, 5.0, 4.0, 1.0, 3.0]
+    flat, offsets, weights, totals = history.bags(torch.tensor([0, 3, 2]))
+    assert flat.tolist() == [11, 14, 10, 12]
+    assert offsets.tolist() == [0, 2, 2]
+    assert weights.tolist() == [2.0, 5.0, 1.0, 3.0]
+    assert totals.tolist() == [7.0, 0.0, 4.0]
+
+
+def test_bags_accepts_torch_weights_and_repeated_users():
+    history = UserHistory.from_pairs(
+        PAIR_USERS, PAIR_ITEMS, n_users=4, weights=torch.tensor(PAIR_WEIGHTS)
+    )
+    flat, offsets, weights, totals = history.bags(torch.tensor([1, 1, 2]))
+    assert flat.tolist() == [13, 13, 10, 12]
+    assert offsets.tolist() == [0, 1, 2]
+    assert weights.tolist() == [4.0, 4.0, 1.0, 3.0]
+    assert totals.tolist() == [4.0, 4.0, 4.0]
+
+
+def test_bags_of_users_without_items_are_empty():
+    history = UserHistory.from_pairs(np.array([1, 1]), np.array([5, 6]), n_users=3)
+    flat, offsets, weights, totals = history.bags(torch.tensor([0, 2]))
+    assert flat.tolist() == [] and offsets.tolist() == [0, 0]
+    assert weights is None and totals.tolist() == [0.0, 0.0]
+
+
+def test_from_item_lists():
+    history = UserHistory.from_item_lists([[3, 1], [], [2]])
+    assert history.n_users == 3
+    assert history.indptr.tolist() == [0, 2, 2, 3]
+    assert history.items.tolist() == [3, 1, 2]
+    assert history.items.dtype == torch.int64 and history.weights is None
+    flat, offsets, _, totals = history.bags(torch.tensor([2, 1, 0]))
+    assert flat.tolist() == [2, 3, 1] and offsets.tolist() == [0, 1, 1]
+    assert totals.tolist() == [1.0, 0.0, 2.0]
+
+
+@pytest.mark.parametrize("lists", [[], [[], []]], ids=["no-users", "only-empty"])
+def test_from_item_lists_without_items(lists):
+    history = UserHistory.from_item_lists(lists)
+    assert history.n_users == len(lists)
+    assert history.items.dtype == torch.int64 and history.items.numel() == 0
+    assert history.indptr.tolist() == [0] * (len(lists) + 1)
+
+
+# --- history tower -------------------------------------------------------------------------------
+
+
+def test_history_tower_is_mean_of_owned_history_rows():
+    model = _model()
+    table = model.history_embedding.weight.detach()
+    vectors = model.encode_users(torch.tensor([0, 1, 2]), _history())
+    for row, user in enumerate([0, 1, 2]):
+        assert torch.allclose(vectors[row], _mean(table, OWNED[user]), atol=1e-6), user
+    # the item tower's table is not the one pooled
+    assert not torch.allclose(
+        vectors[0], _mean(model.item_embedding.weight.detach(), OWNED[0]), atol=1e-3
+    )
+
+
+def test_history_tower_user_without_items_is_zero():
+    model = _model()
+    vector = model.encode_users(torch.tensor([3]), _history())
+    assert torch.equal(vector, torch.zeros(1, 3))
+
+
+def test_history_tower_exclude_items_gives_mean_of_the_other_items():
+    model = _model()
+    table = model.history_embedding.weight.detach()
+    users, exclude = torch.tensor([2, 0, 2]), torch.tensor([5, 1, 0])
+    vectors = model.encode_users(users, _history(), exclude_items=exclude)
+    assert torch.allclose(vectors[0], _mean(table, [0, 2]), atol=1e-6)
+    assert torch.allclose(vectors[1], _mean(table, [4]), atol=1e-6)
+    assert torch.allclose(vectors[2], _mean(table, [2, 5]), atol=1e-6)
+
+
+def test_weighted_history_is_weighted_mean():
+    model = _model()
+    table = model.history_embedding.weight.detach()
+    vectors = model.encode_users(torch.tensor([0, 1, 2, 3]), _history(weighted=True))
+    for user in range(3):
+        expected = _mean(table, OWNED[user], OWNED_WEIGHTS[user])
+        assert torch.allclose(vectors[user], expected, atol=1e-6), user
+    assert torch.equal(vectors[3], torch.zeros(3))
+    # the weights matter: user 2's weighted mean is not the plain mean
+    assert not torch.allclose(vectors[2], _mean(table, OWNED[2]), atol=1e-3)
+
+
+def test_weighted_exclusion_removes_exactly_that_items_contribution():
+    model = _model()
+    table = model.history_embedding.weight.detach()
+    users, exclude = torch.tensor([2, 2, 0]), torch.tensor([5, 0, 4])
+    exclude_weights = torch.tensor([4.0, 0.5, 1.0])
+    vectors = model.encode_users(
+        users, _history(weighted=True), exclude_items=exclude, exclude_weights=exclude_weights
+    )
+    assert torch.allclose(vectors[0], _mean(table, [0, 2], [0.5, 1.5]), atol=1e-5)
+    assert torch.allclose(vectors[1], _mean(table, [2, 5], [1.5, 4.0]), atol=1e-5)
+    assert torch.allclose(vectors[2], _mean(table, [1], [2.0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_user_whose_only_item_is_excluded_gets_zero_vector(weighted, normalize):
+    model = _model(normalize=normalize)
+    exclude_weights = torch.tensor([3.0]) if weighted else None
+    vector = model.encode_users(
+        torch.tensor([1]),
+        _history(weighted=weighted),
+        exclude_items=torch.tensor([3]),
+        exclude_weights=exclude_weights,
+    )
+    assert not torch.isnan(vector).any()
+    assert torch.allclose(vector, torch.zeros(1, 3), atol=1e-6)
+
+
+def test_history_tower_without_history_raises():
+    model = _model()
+    with pytest.raises(ValueError, match="'history' user tower needs the users' histories"):
+        model.encode_users(torch.tensor([0]))
+    with pytest.raises(ValueError, match="histories"):
+        model(torch.tensor([0]), torch.tensor([1]))
+
+
+# --- normalize and forward -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user_tower", USER_TOWERS)
+def test_normalized_vectors_have_unit_norm(user_tower):
+    model = _model(user_tower=user_tower, normalize=True)
+    history = _history()
+    users = model.user_vectors(history)
+    norms = users.norm(dim=1)
+    if user_tower == "history":  # user 3 owns nothing: a zero vector, left at zero
+        assert torch.allclose(norms[:3], torch.ones(3), atol=1e-5)
+        assert torch.equal(users[3], torch.zeros(3))
+    else:
+        assert torch.allclose(norms, torch.ones(4), atol=1e-5)
+    assert torch.allclose(model.item_vectors().norm(dim=1), torch.ones(6), atol=1e-5)
+    unnormalized = _model(user_tower=user_tower, normalize=False)  # same seed, same weights
+    assert not torch.allclose(unnormalized.item_vectors().norm(dim=1), torch.ones(6), atol=1e-2)
+
+
+@pytest.mark.parametrize("user_tower", ["history", "history+id"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_forward_scores_users_without_their_own_item(user_tower, normalize):
+    model = _model(user_tower=user_tower, normalize=normalize)
+    history = _history()
+    users, items = torch.tensor([0, 2, 2, 1]), torch.tensor([4, 0, 5, 3])
+    logits = model(users, items, history)
+    expected = model.encode_users(users, history, exclude_items=items) @ model.encode_items(items).T
+    assert logits.shape == (4, 4)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    # the exclusion matters: scoring with the full history gives other numbers
+    full = model.encode_users(users, history) @ model.encode_items(items).T
+    assert not torch.allclose(logits, full, atol=1e-3)
+
+
+def test_forward_with_pair_weights_excludes_weighted_pairs():
+    model = _model(normalize=True)
+    history = _history(weighted=True)
+    users, items = torch.tensor([2, 0]), torch.tensor([2, 1])
+    pair_weights = torch.tensor([1.5, 2.0])
+    logits = model(users, items, history, pair_weights)
+    table = model.history_embedding.weight.detach()
+    user_vectors = torch.stack([_mean(table, [0, 5], [0.5, 4.0]), _mean(table, [4], [1.0])])
+    user_vectors = user_vectors / user_vectors.norm(dim=1, keepdim=True)
+    item_vectors = model.item_embedding.weight.detach()[items]
+    item_vectors = item_vectors / item_vectors.norm(dim=1, keepdim=True)
+    assert torch.allclose(logits, user_vectors @ item_vectors.T, atol=1e-5)
+
+
+# --- history+id and fold-in ----------------------------------------------------------------------
+
+
+def test_history_plus_id_sums_both_parts():
+    model = _model(user_tower="history+id")
+    table = model.history_embedding.weight.detach()
+    ids = model.user_embedding.weight.detach()
+    users = torch.tensor([0, 2, 3])
+    both = model.encode_users(users, _history())
+    history_only = model.encode_users(users, _history(), include_user_id=False)
+    for row, user in enumerate([0, 2]):
+        mean = _mean(table, OWNED[user])
+        assert torch.allclose(both[row], mean + ids[user], atol=1e-6)
+        assert torch.allclose(history_only[row], mean, atol=1e-6)
+    assert torch.allclose(both[2], ids[3], atol=1e-6)  # no items: the id part alone
+    assert torch.equal(history_only[2], torch.zeros(3))
+
+
+def test_id_tower_ignores_history_and_include_user_id_false_gives_zero():
+    model = _model(user_tower="id")
+    users = torch.tensor([1, 3])
+    assert torch.equal(model.encode_users(users), model.user_embedding.weight.detach()[users])
+    assert torch.equal(model.encode_users(users, _history()), model.encode_users(users))
+    assert torch.equal(model.encode_users(users, include_user_id=False), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("user_tower", ["history", "history+id"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_fold_in_is_history_part_of_new_players(user_tower, normalize):
+    model = _model(user_tower=user_tower, normalize=normalize)
+    lists = [[4, 1], [3], [5, 0, 2], []]  # OWNED, in another order within each user
+    folded = model.fold_in(UserHistory.from_item_lists(lists))
+    assert folded.shape == (4, 3) and not folded.requires_grad
+    # the same item lists as a training history, encoded without the id part
+    same = model.encode_users(torch.arange(4), _history(), include_user_id=False)
+    assert torch.allclose(folded, same, atol=1e-6)
+    table = model.history_embedding.weight.detach()
+    for user in (0, 1, 2):
+        expected = _mean(table, lists[user])
+        if normalize:
+            expected = expected / expected.norm()
+        assert torch.allclose(folded[user], expected, atol=1e-5), user
+    assert torch.equal(folded[3], torch.zeros(3))
+
+
+def test_fold_in_on_id_tower_raises():
+    model = _model(user_tower="id")
+    with pytest.raises(ValueError, match="history"):
+        model.fold_in(UserHistory.from_item_lists([[0, 1]]))
+
+
+@pytest.mark.parametrize("user_tower", ["ID", "mean", "", "history+ID"])
+def test_invalid_user_tower_raises(user_tower):
+    with pytest.raises(ValueError, match="user_tower must be one of id, history, history\\+id"):
+        TwoTower(2, 2, 2, user_tower=user_tower)
+
+
+@pytest.mark.parametrize(
+    ("user_tower", "names"),
+    [
+        ("id", {"item_embedding.weight", "user_embedding.weight"}),
+        ("history", {"item_embedding.weight", "history_embedding.weight"}),
+        (
+            "history+id",
+            {"item_embedding.weight", "history_embedding.weight", "user_embedding.weight"},
+        ),
+    ],
+)
+def test_each_tower_has_only_its_tables(user_tower, names):
+    model = TwoTower(4, 6, 3, user_tower=user_tower, normalize=True)
+    assert set(model.state_dict()) == names
+    assert model.model_args()["user_tower"] == user_tower and model.model_args()["normalize"]
+
+
+# --- gradients -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_gradients_reach_history_and_item_tables_and_are_finite(normalize):
+    model = _model(normalize=normalize)
+    history = _history()
+    # user 1's only game is its positive, so its pooled vector is zero: gradients must stay finite
+    users, items = torch.tensor([0, 1, 2]), torch.tensor([1, 3, 0])
+    loss = in_batch_softmax_loss(model(users, items, history))
+    loss.backward()
+    for name in ("history_embedding", "item_embedding"):
+        grad = getattr(model, name).weight.grad
+        assert grad is not None, name
+        assert torch.isfinite(grad).all(), name
+        assert grad.abs().sum() > 0, name
+    history_grad = model.history_embedding.weight.grad
+    # the pooled games that remain after exclusion get gradient ...
+    for item in (4, 2, 5):
+        assert history_grad[item].abs().sum() > 0, item
+    # ... the excluded positives, pooled by no other user in the batch, get none
+    for item in (1, 3, 0):
+        assert torch.allclose(history_grad[item], torch.zeros(3), atol=1e-6), item
+    item_grad = model.item_embedding.weight.grad
+    assert torch.equal(item_grad[[2, 4, 5]], torch.zeros(3, 3))  # not in the batch
