@@ -1,9 +1,10 @@
 """`gamerec`: the project's command line.
 
-`gamerec materialize` rebuilds only what is stale or missing. It observes the raw input,
-asks Dagster's own staleness machinery (the same one the UI uses) which assets are stale and
-why, prints the plan, and materializes those assets and everything downstream of them in one
-run, with their asset checks, in the persistent instance under DAGSTER_HOME.
+`gamerec materialize` rebuilds only what is stale or missing. It fingerprints the raw input
+(`raw_interactions`, a hash of the file), asks Dagster's own staleness machinery (the one the
+UI uses) which assets are stale and why, prints the plan, and materializes those assets and
+everything downstream of them in one run, with their asset checks, in the persistent instance
+under DAGSTER_HOME.
 """
 
 import argparse
@@ -22,6 +23,7 @@ from dagster._core.definitions.data_version import (
 )
 from dagster._time import get_current_datetime
 
+from gamerec_assets.automation import INPUT_FINGERPRINT
 from gamerec_assets.definitions import build_definitions
 from gamerec_assets.resources import env_variable_names, resources_from_env
 from gamerec_assets.versioning import (
@@ -30,7 +32,7 @@ from gamerec_assets.versioning import (
     recorded_version_inputs,
 )
 
-SOURCE_KEY = dg.AssetKey("raw_interactions")
+SOURCE_KEY = dg.AssetKey(INPUT_FINGERPRINT)
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
 
@@ -64,6 +66,13 @@ def stale_status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleSt
     return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
 
 
+def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return event.asset_materialization.tags.get("dagster/data_version")
+
+
 def parse_selection(expressions: Sequence[str] | None, graph) -> set[dg.AssetKey] | None:
     """Dagster selection syntax (`faiss_index`, `two_tower_checkpoint*`, `group:serving`),
     several expressions or comma-separated ones united."""
@@ -86,7 +95,9 @@ def build_plan(
     """Each materializable asset with its status, cause, and whether this run rebuilds it."""
     graph = defs.resolve_asset_graph()
     resolver = stale_status_resolver(instance, graph)
-    keys = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
+    keys = [
+        k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable and k != SOURCE_KEY
+    ]
     parents = {
         key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
         for key in keys
@@ -150,15 +161,22 @@ def materialize_command(args: argparse.Namespace) -> int:
     defs = build_definitions(resources)
     job = defs.resolve_implicit_global_asset_job_def()
 
-    observed = job.execute_in_process(
+    old_version = latest_data_version(instance, SOURCE_KEY)
+    fingerprinted = job.execute_in_process(
         run_config=RUN_CONFIG, instance=instance, asset_selection=[SOURCE_KEY], raise_on_error=False
     )
-    if not observed.success:
+    if not fingerprinted.success:
         print(
-            "Could not observe the raw input (raw_interactions); see the log above.",
-            file=sys.stderr,
+            "Could not read the raw input (raw_interactions); see the log above.", file=sys.stderr
         )
         return 1
+    new_version = latest_data_version(instance, SOURCE_KEY)
+    change = (
+        "first fingerprint"
+        if old_version is None
+        else ("unchanged" if old_version == new_version else f"changed (was {old_version})")
+    )
+    print(f"Input fingerprint {new_version}: {change}")
 
     graph = defs.resolve_asset_graph()
     rows = build_plan(defs, resources, instance, parse_selection(args.select, graph), args.all)
@@ -195,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "materialize",
         help="materialize what is stale or missing, and everything downstream of it",
         description=(
-            "Observe the raw input, compute which assets are stale or missing with Dagster's "
+            "Fingerprint the raw input, compute which assets are stale or missing with Dagster's "
             "staleness machinery, print the plan and materialize exactly those and their "
             "downstream assets in one run, with their asset checks."
         ),

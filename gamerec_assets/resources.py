@@ -107,7 +107,7 @@ class InteractionSourceResource(dg.ConfigurableResource):
         )
 
     def version_fields(self) -> dict[str, object]:
-        """The settings that change what `load` returns (the file's bytes are observed apart)."""
+        """The settings that change what `load` returns (the file's bytes are hashed apart)."""
         if self.kind == "synthetic":
             names = (
                 "synthetic_users",

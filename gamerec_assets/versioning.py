@@ -31,6 +31,7 @@ CODE_VERSION_TAG = "dagster/code_version"
 
 # Per asset: the modules whose source computes it, and the resources whose settings shape it.
 OWN_CODE: dict[str, tuple[str, ...]] = {
+    "raw_interactions": ("gamerec_assets.assets.ingestion",),
     "interactions": (
         "gamerec_assets.core.sources",
         "gamerec_assets.core.synthetic",
@@ -54,7 +55,8 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
     "faiss_index": ("gamerec_assets.core.index", "gamerec_assets.assets.serving"),
 }
 OWN_RESOURCES: dict[str, tuple[str, ...]] = {
-    "interactions": ("source", "paths"),
+    "raw_interactions": ("source",),
+    "interactions": ("paths",),
     "train_interactions": ("split",),
     "val_interactions": ("split",),
     "two_tower_checkpoint": ("training",),
@@ -115,23 +117,21 @@ def declared_version_inputs(
 
 
 def with_declared_code_versions(
-    assets: list[dg.AssetsDefinition | dg.SourceAsset], resources: Mapping[str, Any]
-) -> list[dg.AssetsDefinition | dg.SourceAsset]:
-    """Set each computed asset's code version to the hash of its declared version inputs."""
-    computed = [a for a in assets if isinstance(a, dg.AssetsDefinition)]
+    assets: list[dg.AssetsDefinition], resources: Mapping[str, Any]
+) -> list[dg.AssetsDefinition]:
+    """Set each asset's code version to the hash of its declared version inputs."""
     parents = {
         key.to_user_string(): {p.to_user_string() for p in deps}
-        for assets_def in computed
+        for assets_def in assets
         for key, deps in assets_def.asset_deps.items()
     }
     declared = declared_version_inputs(parents, resources)
-    versioned = dg.map_asset_specs(
+    return dg.map_asset_specs(
         lambda spec: spec.replace_attributes(
             code_version=version_string(declared[spec.key.to_user_string()])
         ),
-        computed,
+        assets,
     )
-    return [*versioned, *(a for a in assets if not isinstance(a, dg.AssetsDefinition))]
 
 
 def recorded_version_inputs(

@@ -42,7 +42,7 @@ def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
         ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index"}),
         ({"GAMEREC_HNSW_EF_SEARCH": "64"}, set()),  # irrelevant to the default flat index
         ({"GAMEREC_SPLIT": "random"}, EVERYTHING - {"interactions"}),
-        ({"GAMEREC_SOURCE_PATH": "/data/other.csv"}, EVERYTHING),
+        ({"GAMEREC_SOURCE_PATH": "/data/other.csv"}, EVERYTHING | {"raw_interactions"}),
         ({"ARTIFACTS_DIR": "/elsewhere"}, EVERYTHING),
         ({"GAMEREC_DEVICE": "cpu", "GAMEREC_NUM_THREADS": "1"}, set()),
     ],
@@ -58,7 +58,7 @@ def test_hnsw_settings_matter_once_the_index_is_hnsw():
 
 
 def test_seed_also_changes_synthetic_data_and_a_random_split():
-    assert changed_by({}, {"SEED": "7"}) == EVERYTHING
+    assert changed_by({}, {"SEED": "7"}) == EVERYTHING | {"raw_interactions"}
     assert changed_by({**STEAM, "GAMEREC_SPLIT": "random"}, {"SEED": "7"}) == EVERYTHING - {
         "interactions"
     }

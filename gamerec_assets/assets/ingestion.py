@@ -1,12 +1,9 @@
 """Stage 1, ingestion: raw interactions -> one indexed row per (user, game), plus the catalog."""
 
-import warnings
-
 import dagster as dg
 import polars as pl
 
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
-from gamerec_assets.automation import observe_source
 from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.io import write_parquet_atomic
 from gamerec_assets.resources import InteractionSourceResource, PathsResource
@@ -17,23 +14,31 @@ INTERACTIONS_KEYS_NOT_NULL = "interactions_keys_not_null"
 INTERACTIONS_HOURS_VALID = "interactions_hours_valid"
 
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", dg.BetaWarning)  # observable_source_asset is beta in 1.13
-
-    @dg.observable_source_asset(
-        group_name="ingestion",
-        automation_condition=observe_source,
-        description=(
-            "The raw input as it stands: its data version is the hash of the source file's "
-            "bytes (or of the synthetic spec), so editing the file in place marks "
-            "`interactions` stale once observed."
-        ),
+@dg.asset(
+    group_name="ingestion",
+    kinds={"file"},
+    description=(
+        "A fingerprint of the raw input as it stands: the hash of the source file's bytes (or "
+        "of the synthetic spec) is its data version, so an input edited in place makes "
+        "`interactions` stale, and an unchanged one leaves everything fresh. Cheap: it reads "
+        "the file once and writes nothing; `gamerec materialize` runs it first every time."
+    ),
+)
+def raw_interactions(
+    context: dg.AssetExecutionContext, source: InteractionSourceResource
+) -> dg.MaterializeResult:
+    fingerprint = source.content_fingerprint()
+    version = effective_version(context, "raw_interactions", {"source": source})
+    return dg.MaterializeResult(
+        tags=version["tags"],
+        metadata={
+            **version["metadata"],
+            "source": source.kind,
+            "path": source.path or "(synthetic generator)",
+            "sha256": fingerprint,
+        },
+        data_version=dg.DataVersion(fingerprint[:16]),
     )
-    def raw_interactions(source: InteractionSourceResource) -> dg.ObserveResult:
-        return dg.ObserveResult(
-            data_version=dg.DataVersion(source.content_fingerprint()[:16]),
-            metadata={"source": source.kind, "path": source.path or "(synthetic generator)"},
-        )
 
 
 @dg.asset(
@@ -57,7 +62,7 @@ def interactions(
         f"{indexed.interactions.height} interactions, {indexed.n_users} users, "
         f"{indexed.n_items} games from {raw.description}"
     )
-    version = effective_version(context, "interactions", {"source": source, "paths": paths})
+    version = effective_version(context, "interactions", {"paths": paths})
     return dg.MaterializeResult(
         tags=version["tags"],
         metadata={

@@ -60,7 +60,7 @@ def built(tmp_path, instance):
 def test_full_graph_materializes_every_asset_and_passes_every_check(built):
     _, result = built
     assert result.success
-    assert materialized_keys(result) == set(ALL_ASSETS)
+    assert materialized_keys(result) == {"raw_interactions", *ALL_ASSETS}
     outcomes = check_outcomes(result)
     assert len(outcomes) == 10
     failed = {name for name, passed in outcomes.items() if not passed}
@@ -148,7 +148,7 @@ def test_blocking_check_stops_bad_input_and_keeps_good_artifacts(tmp_path, insta
     result = materialize(resources, instance, raise_on_error=False)
     assert not result.success
     assert check_outcomes(result)["interactions_hours_valid"] is False
-    assert materialized_keys(result) == {"interactions"}
+    assert materialized_keys(result) == {"raw_interactions", "interactions"}
     evaluation = next(
         e
         for e in result.get_asset_check_evaluations()
