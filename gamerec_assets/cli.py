@@ -22,6 +22,7 @@ from dagster._core.definitions.data_version import (
     StaleStatus,
 )
 from dagster._time import get_current_datetime
+from dotenv import dotenv_values
 
 from gamerec_assets.automation import INPUT_FINGERPRINT
 from gamerec_assets.definitions import build_definitions
@@ -143,6 +144,24 @@ def build_plan(
     return list(rows.values())
 
 
+def with_whole_multi_assets(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[dg.AssetKey]:
+    """Add the siblings of any multi-asset output (the split writes train and val together)."""
+    wanted = set(keys)
+    for key in keys:
+        wanted |= set(defs.resolve_assets_def(key).keys)
+    graph = defs.resolve_asset_graph()
+    return [key for key in graph.toposorted_asset_keys if key in wanted]
+
+
+def load_dotenv_file(path: Path = Path(".env")) -> None:
+    """Read `.env` from the working directory as `dagster dev` and `dagster` commands do
+    (its values win), so both tools declare the same configuration."""
+    if path.is_file():
+        values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        os.environ.update(values)
+        print(f"Loaded {', '.join(sorted(values))} from {path}")
+
+
 def format_plan(rows: Sequence[PlanRow]) -> str:
     header = ("asset", "status", "action", "cause")
     table = [header] + [(r.asset, r.status, "run" if r.run else "-", r.cause) for r in rows]
@@ -156,6 +175,7 @@ def format_plan(rows: Sequence[PlanRow]) -> str:
 
 
 def materialize_command(args: argparse.Namespace) -> int:
+    load_dotenv_file()
     instance = resolve_instance()
     resources = resources_from_env()
     defs = build_definitions(resources)
@@ -181,7 +201,7 @@ def materialize_command(args: argparse.Namespace) -> int:
     graph = defs.resolve_asset_graph()
     rows = build_plan(defs, resources, instance, parse_selection(args.select, graph), args.all)
     print(format_plan(rows))
-    to_run = [dg.AssetKey(r.asset) for r in rows if r.run]
+    to_run = with_whole_multi_assets(defs, [dg.AssetKey(r.asset) for r in rows if r.run])
     if not to_run:
         print("\nNothing to materialize: every selected asset is up to date.")
         return 0

@@ -215,7 +215,10 @@ class EvaluationResource(dg.ConfigurableResource):
     )
 
     def version_fields(self) -> dict[str, object]:
-        return {f"evaluation.{k}": v for k, v in self.model_dump().items()}
+        fields = {"evaluation.k": self.k, "evaluation.ease_baseline": self.ease_baseline}
+        if self.ease_baseline:
+            fields["evaluation.ease_l2"] = self.ease_l2
+        return fields
 
 
 class IndexResource(dg.ConfigurableResource):
@@ -350,6 +353,8 @@ def resources_from_env(
             resources[key] = cls.model_validate(settings[key])
         except Exception as error:  # pydantic.ValidationError; re-raised with the env var names
             names = [v for v, (k, _) in ENV_SETTINGS.items() if k == key]
+            if any(k == key for k, _ in SEED_FIELDS) and environ.get("SEED", "") != "":
+                names.append("SEED")
             raise ValueError(
                 f"invalid setting for {key} (from {', '.join(names)}): {error}"
             ) from error

@@ -182,3 +182,32 @@ def test_without_dagster_home_it_uses_the_project_folder(project, capsys, monkey
     assert code == 0
     assert f"using {project / 'dagster_home'}" in output
     assert os.environ["DAGSTER_HOME"] == str(project / "dagster_home")
+
+
+def test_selecting_half_of_the_split_runs_both_of_its_outputs(project, capsys):
+    assert gamerec(capsys, "materialize")[0] == 0
+    before = materialization_counts()
+    code, output = gamerec(capsys, "materialize", "--select", "train_interactions", "--all")
+    assert code == 0
+    assert "Materializing 2 asset(s) in one run: train_interactions, val_interactions" in output
+    after = materialization_counts()
+    assert {name for name in ALL_ASSETS if after[name] > before[name]} == {
+        "train_interactions",
+        "val_interactions",
+    }
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read_like_dagster_does(
+    project, capsys, monkeypatch
+):
+    assert gamerec(capsys, "materialize")[0] == 0
+    monkeypatch.chdir(project)
+    (project / ".env").write_text("LR=0.02\n")
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert code == 0
+    assert "Loaded LR from .env" in output
+    assert plan_rows(output)["two_tower_checkpoint"] == (
+        "stale",
+        "run",
+        "LR changed (0.01 -> 0.02)",
+    )

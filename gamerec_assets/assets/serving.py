@@ -22,7 +22,7 @@ from gamerec_assets.core.index import (
     write_index,
 )
 from gamerec_assets.core.io import write_json_atomic
-from gamerec_assets.resources import IndexResource, PathsResource, TrainingResource
+from gamerec_assets.resources import IndexResource, PathsResource
 from gamerec_assets.versioning import effective_version
 
 FAISS_INDEX_MATCHES_CATALOG = "faiss_index_matches_catalog"
@@ -88,20 +88,22 @@ def faiss_index(
     asset=faiss_index,
     name=FAISS_INDEX_MATCHES_CATALOG,
     blocking=True,
-    description="The index holds one vector per catalog game, of dimension EMBED_DIM.",
+    description=(
+        "The index holds one vector per catalog game, of the dimension of the embeddings "
+        "(EMBED_DIM of the model that made them)."
+    ),
 )
-def faiss_index_matches_catalog(
-    paths: PathsResource, training: TrainingResource
-) -> dg.AssetCheckResult:
+def faiss_index_matches_catalog(paths: PathsResource) -> dg.AssetCheckResult:
     built = read_index(paths.faiss_index)
     n_games = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
+    embed_dim = int(np.load(paths.item_embeddings, mmap_mode="r").shape[1])
     return dg.AssetCheckResult(
-        passed=built.ntotal == n_games and built.d == training.embed_dim,
+        passed=built.ntotal == n_games and built.d == embed_dim,
         metadata={
             "ntotal": int(built.ntotal),
             "catalog_games": n_games,
             "dim": int(built.d),
-            "embed_dim": training.embed_dim,
+            "embed_dim": embed_dim,
         },
     )
 

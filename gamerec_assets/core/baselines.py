@@ -5,7 +5,7 @@
   with a closed form, B = I - P diagMat(1 / diag(P)) with P = (X^T X + lambda I)^-1, zero
   diagonal. Strong on sparse implicit data, but it needs a dense n_items x n_items matrix, so
   it is skipped above `EASE_MAX_ITEMS` games.
-Both score through `metrics.heldout_ranks` with the same masking and tie rule as the model.
+Both score through `metrics.rank_heldout` with the same masking and tie rule as the model.
 """
 
 import warnings
@@ -16,7 +16,7 @@ import torch
 
 from gamerec_assets.core.metrics import TrainItems
 
-EASE_MAX_ITEMS = 30_000  # the Gram matrix and its inverse: 2 x n^2 float32 = 7.2 GB at 30k
+EASE_MAX_ITEMS = 30_000  # float32 Gram matrix and its inverse, in place: ~2 x 4n^2 = 7.2 GB
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,14 @@ def fit_ease(train_items: TrainItems, n_items: int, l2: float) -> EaseModel:
         warnings.simplefilter("ignore", UserWarning)
         x = torch.sparse_coo_tensor(
             torch.from_numpy(np.vstack([rows, train_items.indices])),
-            torch.ones(len(rows), dtype=torch.float64),
+            torch.ones(len(rows), dtype=torch.float32),
             (n_users, n_items),
             check_invariants=False,
         ).coalesce()
         gram = torch.sparse.mm(x.t(), x).to_dense()
     gram.diagonal().add_(l2)
-    precision = torch.linalg.inv(gram)
-    weights = -precision / precision.diagonal()[None, :]
+    weights = torch.linalg.inv(gram)  # the precision matrix P
+    del gram
+    weights.div_(-weights.diagonal().clone()[None, :])  # B = -P / diag(P), column-wise
     weights.diagonal().zero_()
-    return EaseModel(item_weights=weights.float(), train_items=train_items)
+    return EaseModel(item_weights=weights, train_items=train_items)

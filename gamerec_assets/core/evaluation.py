@@ -5,18 +5,25 @@ evaluated user, the user's training games masked, ties to the smaller item_idx.
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
-import torch
 
 from gamerec_assets.core.baselines import EASE_MAX_ITEMS, fit_ease, popularity_scores
-from gamerec_assets.core.metrics import DEFAULT_KS, TrainItems, rank_heldout, ranking_metrics
+from gamerec_assets.core.metrics import (
+    DEFAULT_KS,
+    TrainItems,
+    dot_product_scorer,
+    rank_heldout,
+    ranking_metrics,
+)
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.splits import leave_one_out_split
 from gamerec_assets.core.trainer import TrainConfig, history_from_frame
 
 EASE_L2_GRID = (50.0, 200.0, 500.0, 1000.0)
+DEFAULT_EASE_L2 = 200.0  # used when the training data leaves nothing to tune on
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class EvaluationData:
                 "nothing to evaluate: no user has two or more games, so no game was held out"
             )
 
-    @property
+    @cached_property
     def train_items(self) -> TrainItems:
         return TrainItems.from_pairs(
             self.train["user_idx"].to_numpy(), self.train["item_idx"].to_numpy(), self.n_users
@@ -54,14 +61,8 @@ def evaluate_two_tower(
     model: TwoTower, config: TrainConfig, data: EvaluationData, ks=DEFAULT_KS
 ) -> dict[str, float]:
     """Metrics of the model, users encoded from their full training history."""
-    device = model.item_embedding.weight.device
     user_vectors = model.user_vectors(history_from_frame(data.train, data.n_users, config))
-    item_vectors = model.item_vectors()
-
-    def scorer(users: np.ndarray) -> torch.Tensor:
-        return user_vectors[torch.tensor(users, device=device)] @ item_vectors.T
-
-    return ranking_metrics(data.ranks(scorer), ks)
+    return ranking_metrics(data.ranks(dot_product_scorer(user_vectors, model.item_vectors())), ks)
 
 
 def evaluate_popularity(data: EvaluationData, ks=DEFAULT_KS) -> dict[str, float]:
@@ -72,6 +73,8 @@ def evaluate_popularity(data: EvaluationData, ks=DEFAULT_KS) -> dict[str, float]
 def tune_ease_l2(data: EvaluationData, split_strategy: str, seed: int = 0) -> float:
     """EASE's L2 weight with the best NDCG@20 on a tuning split carved from the training data."""
     carved = leave_one_out_split(data.train, split_strategy, seed)
+    if carved.val.height == 0:
+        return DEFAULT_EASE_L2
     tuning = EvaluationData(carved.train, carved.val, data.n_users, data.n_items)
     train_items = tuning.train_items
     scores = {

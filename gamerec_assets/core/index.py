@@ -99,11 +99,6 @@ def build_index(item_vectors: np.ndarray, settings: IndexSettings = IndexSetting
     return index
 
 
-def build_exact_index(item_vectors: np.ndarray) -> faiss.Index:
-    """Exact inner-product index; row i of `item_vectors` gets id i."""
-    return build_index(item_vectors, IndexSettings())
-
-
 def write_index(index: faiss.Index, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))

@@ -62,7 +62,7 @@ def rank_heldout(
     ranks = np.empty(len(val_users), dtype=np.int64)
     for start in range(0, len(val_users), chunk_users):
         users = np.asarray(val_users[start : start + chunk_users])
-        scores = scorer(users)
+        scores = torch.nan_to_num(scorer(users), nan=-torch.inf)  # a NaN never ranks first
         device = scores.device
         targets = torch.tensor(val_items[start : start + chunk_users], device=device)
         rows, items = train_items.pairs_for(users)
@@ -87,13 +87,21 @@ def heldout_ranks(
     chunk_users: int | None = None,
 ) -> np.ndarray:
     """`rank_heldout` for a dot-product model: scores = user_vectors[u] @ item_vectors.T."""
+    return rank_heldout(
+        dot_product_scorer(user_vectors, item_vectors),
+        item_vectors.shape[0],
+        train_items,
+        val_users,
+        val_items,
+        chunk_users,
+    )
 
+
+def dot_product_scorer(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> Scorer:
     def scorer(users: np.ndarray) -> torch.Tensor:
         return user_vectors[torch.tensor(users, device=user_vectors.device)] @ item_vectors.T
 
-    return rank_heldout(
-        scorer, item_vectors.shape[0], train_items, val_users, val_items, chunk_users
-    )
+    return scorer
 
 
 def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
@@ -108,11 +116,3 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict
         metrics[f"ndcg@{k}"] = float(np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
     metrics["mrr"] = float((1.0 / (ranks + 1.0)).mean())
     return metrics
-
-
-def popularity_vectors(
-    train_item_idx: np.ndarray, n_users: int, n_items: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The popularity baseline as a rank-1 'model': every user scores a game by its train count."""
-    counts = np.bincount(train_item_idx, minlength=n_items).astype(np.float32)
-    return torch.ones(n_users, 1), torch.from_numpy(counts)[:, None]

@@ -163,7 +163,12 @@ class TwoTower(nn.Module):
                     excluded = excluded * exclude_weights[:, None]
                 sums = sums - excluded
                 totals = totals - (1.0 if exclude_weights is None else exclude_weights)
-            vectors = vectors + sums / totals.clamp(min=1e-6)[:, None]
+            # A user with nothing left in the history gets a zero vector (no NaN, no gradient
+            # blown up by a tiny denominator); the division only happens where totals > 0.
+            has_history = totals > 1e-6
+            safe_totals = torch.where(has_history, totals, torch.ones_like(totals))
+            pooled = torch.where(has_history[:, None], sums / safe_totals[:, None], 0.0)
+            vectors = vectors + pooled
         if self.uses_user_id and include_user_id:
             vectors = vectors + self.user_embedding(users)
         return F.normalize(vectors, dim=-1) if self.normalize else vectors

@@ -1,4 +1,4 @@
-"""Training loop for the two-tower model: InfoNCE over in-batch negatives, Adam.
+"""Training loop for the two-tower model: InfoNCE over in-batch negatives, AdamW.
 
 Batches are slices of a seeded permutation of the training pairs held as index tensors: no
 per-sample Dataset or DataLoader, which is most of the cost of the usual approach. Options,
@@ -200,8 +200,26 @@ def train_two_tower(
     With `tuning`, stops after `patience` epochs without a better tuning NDCG and returns the
     best epoch's weights (`best_epoch`); without it, trains `epochs` epochs.
     """
-    if device.type == "cpu":  # multi-threaded embedding backward passes are otherwise racy
-        torch.use_deterministic_algorithms(True)
+    # Multi-threaded embedding backward passes on CPU are otherwise racy; restore the
+    # process-wide setting afterwards so other code (and CUDA runs) is not affected.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device.type == "cpu" or was_deterministic)
+    try:
+        return _train(pairs, n_users, n_items, config, device, tuning, on_epoch_end, progress)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train(
+    pairs: TrainingPairs,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    device: torch.device,
+    tuning: TuningSet | None,
+    on_epoch_end: Callable[[int, float, float | None], None] | None,
+    progress: bool | None,
+) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
     model = model.to(device)
@@ -362,6 +380,8 @@ def fit_two_tower(
         progress=progress,
     )
     final.tuning_ndcg = list(tuned.tuning_ndcg)
+    final.best_epoch = tuned.best_epoch
+    final.config = config  # as configured; best_epoch says how many epochs the refit ran
     return FitResult(final=final, tuning=tuned)
 
 

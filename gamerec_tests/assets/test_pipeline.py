@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import torch
 
+from gamerec_assets.assets import evaluation as evaluation_assets
 from gamerec_assets.core.index import read_index, search
 from gamerec_assets.core.trainer import load_checkpoint
 from gamerec_assets.definitions import STAGE_MODULES
@@ -194,3 +195,12 @@ def test_steam_200k_graph_gives_sane_numbers(tmp_path, instance):
     assert metrics["baselines"]["ease"]["ndcg@20"] == pytest.approx(0.4669, abs=0.002)
     assert 0.05 < metrics["recall@20"] < 1.0
     assert torch.isfinite(torch.tensor(metrics["ndcg@20"]))
+
+
+def test_ease_is_skipped_with_a_message_above_its_size_limit(tmp_path, instance, monkeypatch):
+    monkeypatch.setattr(evaluation_assets, "EASE_MAX_ITEMS", 10)
+    resources = small_resources(tmp_path)
+    result = materialize(resources, instance)
+    assert result.success
+    metrics = json.loads(resources["paths"].metrics.read_text())
+    assert set(metrics["baselines"]) == {"popularity"}

@@ -10,6 +10,7 @@ import torch
 from gamerec_assets.core import evaluation
 from gamerec_assets.core.baselines import fit_ease
 from gamerec_assets.core.evaluation import (
+    DEFAULT_EASE_L2,
     EASE_L2_GRID,
     EvaluationData,
     evaluate_ease,
@@ -216,3 +217,15 @@ def test_evaluate_ease_skips_catalogs_above_the_limit(monkeypatch):
     monkeypatch.setattr(evaluation, "EASE_MAX_ITEMS", 5)  # at the limit: evaluated
     metrics = evaluate_ease(data, l2=1.0, ks=(1,))
     assert metrics is not None and set(metrics) == {"recall@1", "ndcg@1", "mrr"}
+
+
+def test_ease_tuning_falls_back_when_no_user_can_hold_out_a_second_game():
+    train = pl.DataFrame(
+        {"user_idx": [0, 0, 1, 1], "item_idx": [0, 1, 1, 2], "play_time_hours": [1.0] * 4}
+    )
+    val = pl.DataFrame({"user_idx": [0], "item_idx": [2], "play_time_hours": [1.0]})
+    data = EvaluationData(train, val, n_users=2, n_items=3)
+    # Users with one training game have nothing to hold out for tuning:
+    single = EvaluationData(train.filter(pl.col("item_idx") != 1), val, n_users=2, n_items=3)
+    assert tune_ease_l2(single, "max_playtime") == DEFAULT_EASE_L2
+    assert tune_ease_l2(data, "max_playtime") in EASE_L2_GRID

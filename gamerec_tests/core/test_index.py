@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from gamerec_assets.core.index import build_exact_index, read_index, search, write_index
+from gamerec_assets.core.index import IndexSettings, build_index, read_index, search, write_index
 
 
 def _vectors(seed, n, dim=8):
@@ -16,7 +16,7 @@ def _brute_force(items, queries, k):
 
 def test_exact_index_top_k_equals_brute_force():
     items, queries = _vectors(0, 200), _vectors(1, 15)
-    index = build_exact_index(items)
+    index = build_index(items, IndexSettings())
     assert index.ntotal == 200 and index.d == 8
     scores, ids = search(index, queries, 10)
     expected_scores, expected_ids = _brute_force(items, queries, 10)
@@ -29,7 +29,7 @@ def test_exact_index_top_k_equals_brute_force():
 def test_search_accepts_float64_and_non_contiguous_queries():
     items = _vectors(2, 50)
     queries = np.asfortranarray(_vectors(3, 4).astype(np.float64))
-    _, ids = search(build_exact_index(items.astype(np.float64)), queries, 3)
+    _, ids = search(build_index(items.astype(np.float64), IndexSettings()), queries, 3)
     np.testing.assert_array_equal(ids, _brute_force(items, queries, 3)[1])
 
 
@@ -40,7 +40,7 @@ def test_search_accepts_float64_and_non_contiguous_queries():
 )
 def test_build_rejects_empty_or_non_matrix(bad):
     with pytest.raises(ValueError, match="non-empty 2-D"):
-        build_exact_index(bad)
+        build_index(bad, IndexSettings())
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -48,12 +48,12 @@ def test_build_rejects_non_finite(value):
     items = _vectors(4, 10)
     items[3, 2] = value
     with pytest.raises(ValueError, match="NaN or infinite"):
-        build_exact_index(items)
+        build_index(items, IndexSettings())
 
 
 def test_write_read_round_trip_and_k_capped_at_ntotal(tmp_path):
     items, queries = _vectors(5, 6), _vectors(6, 3)
-    index = build_exact_index(items)
+    index = build_index(items, IndexSettings())
     path = tmp_path / "items.faiss"
     write_index(index, path)
     assert [p.name for p in tmp_path.iterdir()] == ["items.faiss"]

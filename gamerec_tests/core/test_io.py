@@ -1,5 +1,7 @@
 import hashlib
 import json
+import os
+import stat
 
 import polars as pl
 import pytest
@@ -102,3 +104,11 @@ def test_combined_sha256_depends_on_order(tmp_path):
     first.write_bytes(b"first")
     second.write_bytes(b"second")
     assert combined_sha256([first, second]) != combined_sha256([second, first])
+
+
+def test_atomic_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    target = tmp_path / "artifact.json"
+    write_json_atomic(target, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

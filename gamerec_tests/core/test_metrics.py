@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from gamerec_assets.core.baselines import popularity_scores
 from gamerec_assets.core.metrics import (
     TrainItems,
     heldout_ranks,
-    popularity_vectors,
+    rank_heldout,
     ranking_metrics,
 )
 
@@ -169,23 +170,31 @@ def test_heldout_ranks_does_not_modify_inputs():
     np.testing.assert_array_equal(train.indices, before[2])
 
 
-def test_popularity_vectors_score_equals_train_counts():
-    train_items = np.array([3, 1, 3, 3, 0, 1])
-    users, items = popularity_vectors(train_items, n_users=4, n_items=5)
-    assert users.shape == (4, 1) and items.shape == (5, 1)
-    scores = users @ items.T
-    expected = torch.tensor([1.0, 2.0, 0.0, 3.0, 0.0]).expand(4, 5)
-    assert torch.equal(scores, expected)
-
-
 def test_popularity_ranks_follow_counts_with_masking():
     train_users = np.array([0, 0, 1, 1, 1, 2])
     train_items = np.array([3, 1, 3, 0, 2, 1])
-    users, items = popularity_vectors(train_items, n_users=3, n_items=4)
+    counts = popularity_scores(train_items, n_items=4)
     train = TrainItems.from_pairs(train_users, train_items, n_users=3)
     # counts: item0=1, item1=2, item2=1, item3=2
-    ranks = heldout_ranks(users, items, train, np.array([0, 1, 2]), np.array([2, 1, 0]))
+    ranks = rank_heldout(
+        lambda users: counts.expand(len(users), -1).clone(),
+        4,
+        train,
+        np.array([0, 1, 2]),
+        np.array([2, 1, 0]),
+    )
     # user 0: items 1, 3 masked -> 0 (1), 2 (1): tie, 0 first -> rank 1
     # user 1: items 0, 2, 3 masked -> only item 1 left -> rank 0
     # user 2: item 1 masked -> 3 (2) ahead of 0 (1) -> rank 1
     assert ranks.tolist() == [1, 0, 1]
+
+
+def test_a_nan_score_never_ranks_a_held_out_game_first():
+    train_items = TrainItems.from_pairs(np.array([0]), np.array([4]), n_users=1)
+
+    def scorer(users):
+        scores = torch.tensor([[0.1, 0.2, float("nan"), 0.3, 0.0]])
+        return scores.repeat(len(users), 1)
+
+    ranks = rank_heldout(scorer, 5, train_items, np.array([0]), np.array([2]))
+    assert ranks.tolist() == [3]  # behind the three finite scores; game 4 is masked
