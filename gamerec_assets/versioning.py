@@ -16,15 +16,18 @@ from the declared one, and the asset shows as stale against the declared configu
 Data versions (content hashes, returned by each asset) cover the data itself.
 """
 
+import ast
+import hashlib
 import importlib.util
 import json
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from gamerec_assets.core.io import config_fingerprint, file_sha256
+from gamerec_assets.core.io import config_fingerprint
 
 VERSION_INPUTS_METADATA_KEY = "version_inputs"
 CODE_VERSION_TAG = "dagster/code_version"
@@ -67,13 +70,29 @@ OWN_RESOURCES: dict[str, tuple[str, ...]] = {
 VERSIONED_ASSETS = frozenset(OWN_CODE)
 
 
+def code_fingerprint(source: str) -> str:
+    """Hash of Python source as code: comments, docstrings and formatting do not count."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:12]
+
+
 @cache
 def module_source_hash(module_name: str) -> str:
-    """Hash of a module's source file (read once per process)."""
+    """Code fingerprint of a module's source file (read once per process)."""
     spec = importlib.util.find_spec(module_name)
     if spec is None or spec.origin is None:
         raise ValueError(f"cannot find the source of module {module_name}")
-    return file_sha256(spec.origin)[:12]
+    return code_fingerprint(Path(spec.origin).read_text(encoding="utf-8"))
 
 
 def own_version_inputs(key: str, resources: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

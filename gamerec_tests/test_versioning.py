@@ -4,7 +4,7 @@ import pytest
 
 from gamerec_assets.definitions import build_definitions
 from gamerec_assets.resources import resources_from_env
-from gamerec_assets.versioning import describe_version_change
+from gamerec_assets.versioning import code_fingerprint, describe_version_change
 
 TRAINING_AND_AFTER = {"two_tower_checkpoint", "item_embeddings", "eval_metrics", "faiss_index"}
 EVERYTHING = {"interactions", "train_interactions", "val_interactions"} | TRAINING_AND_AFTER
@@ -72,3 +72,22 @@ def test_causes_name_the_setting_and_its_values():
         == "LR changed (0.001 -> 0.01); code changed: trainer"
     )
     assert describe_version_change(None, declared, {}) == "code version changed"
+
+
+def test_code_fingerprints_ignore_comments_docstrings_and_formatting_but_not_code():
+    original = '''"""Module doc."""
+
+
+def score(x):
+    """Doc."""
+    return x + 1  # a comment
+'''
+    reworded = '''"""Another module doc."""
+# a new comment
+def score( x ):
+    """Other doc."""
+    return x + 1
+'''
+    changed = original.replace("x + 1", "x + 2")
+    assert code_fingerprint(original) == code_fingerprint(reworded)
+    assert code_fingerprint(original) != code_fingerprint(changed)
