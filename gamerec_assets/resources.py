@@ -176,7 +176,7 @@ class TrainingResource(dg.ConfigurableResource):
     epochs: int = Field(default=20, gt=0, description="TRAIN_EPOCHS: at most this many epochs.")
     batch_size: int = Field(default=1024, gt=0, description="BATCH_SIZE: in-batch negatives.")
     embed_dim: int = Field(default=256, gt=0, description="EMBED_DIM.")
-    lr: float = Field(default=3e-3, gt=0, description="LR (AdamW learning rate).")
+    lr: float = Field(default=3e-3, gt=0, description="LR (Adam learning rate).")
     seed: int = Field(default=0, description="SEED: weight init, batch order, tuning split.")
     user_tower: Literal["id", "history", "history+id"] = Field(
         default="history", description="GAMEREC_USER_TOWER: id | history | history+id."
@@ -185,7 +185,9 @@ class TrainingResource(dg.ConfigurableResource):
     temperature: float = Field(default=0.15, gt=0, description="GAMEREC_TEMPERATURE.")
     logq_correction: bool = Field(default=True, description="GAMEREC_LOGQ_CORRECTION.")
     mask_accidental_hits: bool = Field(default=True, description="GAMEREC_MASK_ACCIDENTAL_HITS.")
-    weight_decay: float = Field(default=0.0, ge=0, description="GAMEREC_WEIGHT_DECAY (AdamW).")
+    weight_decay: float = Field(
+        default=0.0, ge=0, description="GAMEREC_WEIGHT_DECAY (AdamW; needs sparse_gradients off)."
+    )
     playtime_weighting: bool = Field(default=True, description="GAMEREC_PLAYTIME_WEIGHTING.")
     history_weighting: bool = Field(default=False, description="GAMEREC_HISTORY_WEIGHTING.")
     select_epochs: bool = Field(
@@ -194,6 +196,13 @@ class TrainingResource(dg.ConfigurableResource):
     patience: int = Field(default=3, gt=0, description="GAMEREC_PATIENCE: early stopping.")
     refit: bool = Field(
         default=True, description="GAMEREC_REFIT: retrain on all training data afterwards."
+    )
+    sparse_gradients: bool = Field(
+        default=True,
+        description=(
+            "GAMEREC_SPARSE_GRADIENTS: SparseAdam on the rows each batch touches (cost follows "
+            "the batch); false = fused AdamW over whole tables (faster below ~10k games)."
+        ),
     )
 
     def version_fields(self) -> dict[str, object]:
@@ -298,6 +307,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "GAMEREC_SELECT_EPOCHS": ("training", "select_epochs"),
     "GAMEREC_PATIENCE": ("training", "patience"),
     "GAMEREC_REFIT": ("training", "refit"),
+    "GAMEREC_SPARSE_GRADIENTS": ("training", "sparse_gradients"),
     "VAL_K": ("evaluation", "k"),
     "GAMEREC_EASE_BASELINE": ("evaluation", "ease_baseline"),
     "GAMEREC_EASE_L2": ("evaluation", "ease_l2"),

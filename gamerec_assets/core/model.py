@@ -98,6 +98,7 @@ class TwoTower(nn.Module):
             )
         self.n_users, self.n_items, self.embed_dim = n_users, n_items, embed_dim
         self.user_tower, self.normalize = user_tower, normalize
+        self.sparse_gradients = False
         self.item_embedding = nn.Embedding(n_items, embed_dim)
         nn.init.normal_(self.item_embedding.weight, std=0.02)
         if self.uses_history:
@@ -106,6 +107,18 @@ class TwoTower(nn.Module):
         if self.uses_user_id:
             self.user_embedding = nn.Embedding(n_users, embed_dim)
             nn.init.normal_(self.user_embedding.weight, std=0.02)
+
+    def use_sparse_gradients(self, enabled: bool = True) -> "TwoTower":
+        """Make every table's gradient sparse (only the rows a batch touched), for SparseAdam.
+
+        A dense gradient, and a dense optimizer step, costs the whole table per batch; with a
+        million-row table that is far more work than the batch itself.
+        """
+        self.sparse_gradients = enabled
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                module.sparse = enabled
+        return self
 
     @property
     def uses_history(self) -> bool:
@@ -149,9 +162,13 @@ class TwoTower(nn.Module):
                 raise ValueError(f"the {self.user_tower!r} user tower needs the users' histories")
             unique_users, inverse = torch.unique(users, return_inverse=True)
             flat, offsets, flat_weights, totals = history.bags(unique_users)
+            # Pool over a gathered table of the distinct games in these histories: the
+            # table's gradient then has one row per distinct game, not one per history entry
+            # (which, as a sparse gradient, would cost more than the dense table).
+            games, flat_rows = torch.unique(flat, return_inverse=True)
             sums = F.embedding_bag(
-                flat,
-                self.history_embedding.weight,
+                flat_rows,
+                self.history_embedding(games),
                 offsets,
                 mode="sum",
                 per_sample_weights=flat_weights,

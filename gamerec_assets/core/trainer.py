@@ -1,4 +1,4 @@
-"""Training loop for the two-tower model: InfoNCE over in-batch negatives, AdamW.
+"""Training loop for the two-tower model: InfoNCE over in-batch negatives, Adam.
 
 Batches are slices of a seeded permutation of the training pairs held as index tensors: no
 per-sample Dataset or DataLoader, which is most of the cost of the usual approach. Options,
@@ -7,7 +7,10 @@ each off in the seed's model and chosen on a tuning split for the project's defa
 - `logq_correction`: subtract log(sampling probability) of each in-batch item, so popular
   games are not over-penalised for appearing as negatives more often;
 - `mask_accidental_hits`: the same game twice in a batch is not its own negative;
-- `weight_decay` (AdamW); `playtime_weighting`: positives weighted by log play hours;
+- `sparse_gradients`: each table's gradient holds only the rows the batch touched and
+  SparseAdam updates only those, so a step costs the batch, not the tables (otherwise fused
+  AdamW over every row);
+- `weight_decay` (AdamW, dense only); `playtime_weighting`: positives weighted by log hours;
   `history_weighting`: the history user tower pools games with the same weights;
 - `user_tower`: `id`, `history` or `history+id` (see `model`).
 With `select_epochs`, `fit_two_tower` carves a tuning split out of the training data (a second
@@ -64,6 +67,7 @@ class TrainConfig:
     select_epochs: bool = False
     patience: int = 3
     refit: bool = False
+    sparse_gradients: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "embed_dim", "patience"):
@@ -75,6 +79,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
         if not (self.weight_decay >= 0 and np.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if self.sparse_gradients and self.weight_decay > 0:
+            raise ValueError(
+                "weight_decay needs dense gradients (SparseAdam has no weight decay): "
+                "set weight_decay to 0 or turn sparse_gradients off"
+            )
         if self.user_tower not in USER_TOWERS:
             raise ValueError(
                 f"user_tower must be one of {', '.join(USER_TOWERS)}, got {self.user_tower!r}"
@@ -156,6 +165,17 @@ def playtime_weights(hours: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(weights / weights.mean()).float()
 
 
+def make_optimizer(model: TwoTower, config: TrainConfig) -> torch.optim.Optimizer:
+    """SparseAdam when gradients are sparse: its step touches only the rows in the batch, so
+    its cost follows the batch rather than the tables. Otherwise AdamW over every row, with the
+    fused kernel (one pass over each table instead of one per arithmetic step: 2x on CPU)."""
+    if config.sparse_gradients:
+        return torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
+    return torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+    )
+
+
 def batch_logits(
     model: TwoTower,
     users: torch.Tensor,
@@ -222,10 +242,8 @@ def _train(
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    model = model.to(device).use_sparse_gradients(config.sparse_gradients)
+    optimizer = make_optimizer(model, config)
     users = torch.tensor(np.asarray(pairs.users), dtype=torch.long, device=device)
     items = torch.tensor(np.asarray(pairs.items), dtype=torch.long, device=device)
     weights = None

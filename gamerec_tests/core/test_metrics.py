@@ -6,10 +6,12 @@ import torch
 
 from gamerec_assets.core.baselines import popularity_scores
 from gamerec_assets.core.metrics import (
+    CACHE_CHUNK_SCORES,
     TrainItems,
     heldout_ranks,
     rank_heldout,
     ranking_metrics,
+    score_chunk_users,
 )
 
 
@@ -162,6 +164,17 @@ def test_chunked_ranks_equal_unchunked():
         )
 
 
+def test_reused_score_buffer_gives_each_chunk_its_own_scores():
+    """dot_product_scorer reuses one buffer; a short last chunk must not see stale rows."""
+    user_vectors, item_vectors, train, val_users, val_items, pairs = _random_case(
+        seed=8, n_users=10, n_items=7
+    )
+    expected = _reference_ranks(user_vectors, item_vectors, pairs, val_users, val_items)
+    for chunk in (3, 4, 6):  # 10 users: last chunk of 1, 2 and 4
+        got = heldout_ranks(user_vectors, item_vectors, train, val_users, val_items, chunk)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_heldout_ranks_does_not_modify_inputs():
     user_vectors, item_vectors, train, val_users, val_items, _ = _random_case(seed=3)
     before = (user_vectors.clone(), item_vectors.clone(), train.indices.copy())
@@ -198,3 +211,39 @@ def test_a_nan_score_never_ranks_a_held_out_game_first():
 
     ranks = rank_heldout(scorer, 5, train_items, np.array([0]), np.array([2]))
     assert ranks.tolist() == [3]  # behind the three finite scores; game 4 is masked
+
+
+def test_a_nan_held_out_score_ranks_behind_every_finite_score():
+    train_items = TrainItems.from_pairs(np.array([0]), np.array([4]), n_users=1)
+
+    def scorer(users):
+        return torch.tensor([[float("nan"), 0.2, float("nan"), 0.3, 0.0]]).repeat(len(users), 1)
+
+    ranks = rank_heldout(scorer, 5, train_items, np.array([0]), np.array([2]))
+    assert ranks.tolist() == [3]  # games 1 and 3 (finite), then game 0 (NaN, smaller index)
+
+
+def test_chunk_size_is_cache_sized_and_shrinks_when_memory_is_short():
+    mib = 1 << 20
+    plenty = 1 << 40
+    assert score_chunk_users(1_000, available_bytes=plenty) == CACHE_CHUNK_SCORES // 1_000
+    # an eighth of 40 MiB is 5 MiB: 1M five-byte scores, fewer than the cache-sized chunk
+    assert score_chunk_users(1_000, available_bytes=40 * mib) == (5 * mib // 5) // 1_000
+    # never below 1 MiB of scores, and never below one user
+    assert score_chunk_users(1_000, available_bytes=0) == (mib // 5) // 1_000
+    assert score_chunk_users(10**9, available_bytes=plenty) == 1
+    assert 1 <= score_chunk_users(1_000) <= CACHE_CHUNK_SCORES // 1_000
+
+
+@pytest.mark.parametrize("chunk", [1, 7, None])
+def test_ranks_with_and_without_ties_match_reference_at_any_chunk_size(chunk):
+    """Rows with ties take the exact path, the others the two-pass one: same answer."""
+    user_vectors, item_vectors, train, val_users, val_items, pairs = _random_case(
+        seed=11, n_users=40, n_items=30, dim=4
+    )
+    user_vectors = user_vectors.clone()
+    noise = torch.randn(20, 4, generator=torch.Generator().manual_seed(0)) * 1e-3
+    user_vectors[::2] += noise  # half the users get tie-free scores
+    expected = _reference_ranks(user_vectors, item_vectors, pairs, val_users, val_items)
+    got = heldout_ranks(user_vectors, item_vectors, train, val_users, val_items, chunk_users=chunk)
+    np.testing.assert_array_equal(got, expected)

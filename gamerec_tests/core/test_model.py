@@ -338,3 +338,30 @@ def test_gradients_reach_history_and_item_tables_and_are_finite(normalize):
         assert torch.allclose(history_grad[item], torch.zeros(3), atol=1e-6), item
     item_grad = model.item_embedding.weight.grad
     assert torch.equal(item_grad[[2, 4, 5]], torch.zeros(3, 3))  # not in the batch
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_sparse_gradients_equal_dense_ones_and_cover_only_touched_rows(normalize):
+    """Sparse gradients are the dense gradients restricted to the rows the batch used."""
+    users, items = torch.tensor([0, 1, 2]), torch.tensor([1, 3, 0])
+    grads = {}
+    for sparse in (False, True):
+        model = _model(normalize=normalize).use_sparse_gradients(sparse)
+        in_batch_softmax_loss(model(users, items, _history())).backward()
+        grads[sparse] = {
+            name: param.grad for name, param in model.named_parameters() if param.grad is not None
+        }
+    assert (
+        set(grads[True])
+        == set(grads[False])
+        == {
+            "item_embedding.weight",
+            "history_embedding.weight",
+        }
+    )
+    for name, dense in grads[False].items():
+        sparse = grads[True][name]
+        assert sparse.is_sparse and not dense.is_sparse, name
+        assert torch.allclose(sparse.to_dense(), dense, atol=1e-6), name
+    touched_items = set(grads[True]["item_embedding.weight"].coalesce().indices()[0].tolist())
+    assert touched_items == {0, 1, 3}  # the batch's items, not the whole table

@@ -14,6 +14,7 @@ from gamerec_assets.core.trainer import (
     TrainResult,
     in_batch_softmax_loss,
     load_checkpoint,
+    make_optimizer,
     save_checkpoint,
     shuffled_batches,
     train_two_tower,
@@ -682,3 +683,40 @@ def test_history_weighting_trains_on_cuda():
         progress=False,
     )
     assert np.isfinite(result.epoch_losses[0])
+
+
+# --- sparse gradients ----------------------------------------------------------------------------
+
+
+def test_sparse_training_uses_sparse_adam_and_leaves_untouched_rows_alone():
+    """With sparse gradients an optimizer step changes only the rows in the batch."""
+    users, items = _two_clusters()
+    config = replace(FAST, sparse_gradients=True, epochs=1, batch_size=len(users))
+    torch.manual_seed(config.seed)  # the same initial weights train_two_tower starts from
+    before = TwoTower(20, 12, config.embed_dim).state_dict()  # items 10, 11 are in no pair
+    result = train_two_tower(TrainingPairs(users, items), 20, 12, config, progress=False)
+    after = result.model.state_dict()["item_embedding.weight"]
+    assert torch.equal(after[10:], before["item_embedding.weight"][10:])
+    assert not torch.equal(after[:10], before["item_embedding.weight"][:10])
+    assert isinstance(make_optimizer(result.model, config), torch.optim.SparseAdam)
+    assert isinstance(make_optimizer(result.model, FAST), torch.optim.AdamW)
+
+
+def test_sparse_training_learns_the_clusters_and_is_deterministic():
+    config = replace(ALL_OPTIONS, sparse_gradients=True, weight_decay=0.0, epochs=10)
+    first, again = _train_all_options(config), _train_all_options(config)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
+    assert first.epoch_losses[-1] < first.epoch_losses[0] - 0.5
+    users, items, hours = _clusters_with_hours()
+    scores = first.model.user_vectors(UserHistory.from_pairs(users, items, 20)) @ (
+        first.model.item_vectors().T
+    )
+    own = torch.cat([scores[:10, :5], scores[10:, 5:]])
+    other_cluster = torch.cat([scores[:10, 5:], scores[10:, :5]])
+    assert (own.min(dim=1).values > other_cluster.max(dim=1).values).all()
+
+
+def test_sparse_gradients_with_weight_decay_are_rejected_up_front():
+    with pytest.raises(ValueError, match="weight_decay needs dense gradients"):
+        TrainConfig(sparse_gradients=True, weight_decay=0.01)
