@@ -1,33 +1,52 @@
-"""Throughput of the training loop and the evaluator against the seed's approach, same run.
+"""Speed of every stage against the seed's approach, measured in the same run.
 
-Training: pairs per second and seconds per epoch of the project's loop (batches sliced from a
-seeded permutation of index tensors) against the seed's per-sample `Dataset` + `DataLoader`,
-both on the seed's model (user-ID tower, batch 1024, dim 64, Adam), on Steam-200k-sized and
-10x-sized synthetic data; plus the FLOP floor of one epoch (forward and backward of the B x B
-logits) over this machine's measured matmul rate. Evaluation: users per second of the
-vectorised, masked evaluator against the seed's per-row loop (argsort per user), which is
-timed on a sample of users and extrapolated (said in the table).
+- training: seconds per epoch of the project's loop (batches sliced from a seeded permutation
+  of index tensors; dense fused AdamW or SparseAdam on sparse gradients) against the seed's
+  per-sample `Dataset` + `DataLoader` with dense Adam, on the seed's model (user-ID tower, dim
+  64) at batch 1024 and 4096, on Steam-200k-sized and 10x-sized synthetic data; the FLOP floor
+  of an epoch (forward and backward of the B x B logits) over this machine's measured rate for
+  that matmul; and the project's default model, dense against sparse.
+- evaluation: users per second of the vectorised, masked evaluator against the seed's per-row
+  loop (argsort per user), which is timed on a sample of users and extrapolated.
+- index: build time, batch and one-at-a-time queries per second and recall@20 against exact
+  search for flat, HNSW and IVF (project default settings) at 5k, 100k and 1M games.
+- graph: wall time and peak memory of `gamerec materialize --all` on the default data and on
+  Steam-200k, in a fresh folder.
 
-    .venv/bin/python benchmarks/throughput.py [--out benchmarks/results/throughput.json]
+    .venv/bin/python benchmarks/throughput.py [--sections training evaluation index graph]
+
+Prints each row as it is measured, then the table, and writes benchmarks/results/throughput.json
+(rows of sections not run are kept from the previous file). Run it on an idle machine.
 """
 
 import argparse
 import json
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import synthetic
+from datasets import STEAM_200K, synthetic
+from scale_run import run_materialize
 from torch.utils.data import DataLoader, Dataset
 
 from gamerec_assets.core.compute import configure_threads
+from gamerec_assets.core.index import IndexSettings, build_index, search
 from gamerec_assets.core.metrics import heldout_ranks
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.trainer import TrainConfig, TrainingPairs, train_two_tower
+from gamerec_assets.resources import TrainingResource
 
 SEED_MODEL = TrainConfig()  # the seed's model: ID towers, batch 1024, dim 64, lr 1e-3
 SEED_LOOP_SAMPLE_USERS = 500
+INDEX_SIZES = (5_000, 100_000, 1_000_000)
+INDEX_DIM = 64  # the scale run's dim; 1M x 256 HNSW would take most of an hour to build here
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_K = 20
+INDEX_BATCH_QUERIES = 10_000
+INDEX_SINGLE_QUERIES = 1_000
 
 
 class SeedPairDataset(Dataset):
@@ -62,15 +81,16 @@ def seed_epoch_seconds(users, items, n_users, n_items, config: TrainConfig) -> f
     return time.perf_counter() - started
 
 
-def project_epoch_seconds(users, items, n_users, n_items, config: TrainConfig) -> float:
-    result = train_two_tower(TrainingPairs(users, items), n_users, n_items, config, progress=False)
+def project_epoch_seconds(users, items, hours, n_users, n_items, config: TrainConfig) -> float:
+    pairs = TrainingPairs(users, items, hours)
+    result = train_two_tower(pairs, n_users, n_items, config, progress=False)
     return result.seconds / config.epochs
 
 
-def matmul_flops_per_second(size: int = 1024, dim: int = 64, repeats: int = 200) -> float:
+def matmul_flops_per_second(size: int, dim: int, repeats: int = 50) -> float:
     """Measured float32 rate of the B x D @ D x B product the loss is made of."""
     a, b = torch.randn(size, dim), torch.randn(dim, size)
-    for _ in range(10):
+    for _ in range(5):
         a @ b
     started = time.perf_counter()
     for _ in range(repeats):
@@ -83,28 +103,59 @@ def epoch_flops(n_pairs: int, batch: int, dim: int) -> float:
     return (n_pairs / batch) * 6 * batch * batch * dim
 
 
-def training_rows(flop_rate: float) -> list[dict]:
+TRAINING_DATA = [
+    ("steam-200k-sized synthetic", dict(n_users=12_400, n_games=5_200, n_interactions=129_000)),
+    ("10x synthetic", dict(n_users=124_000, n_games=52_000, n_interactions=1_290_000)),
+]
+
+
+def training_rows() -> list[dict]:
+    """Seed loop vs the project loop (dense fused AdamW, and sparse SparseAdam) on the seed's
+    model at batch 1024 and 4096; the project's default model, dense vs sparse."""
+    project_default = replace(TrainingResource().train_config(), epochs=1, select_epochs=False)
     rows = []
-    for label, sizes in [
-        ("steam-200k-sized synthetic", dict(n_users=12_400, n_games=5_200, n_interactions=129_000)),
-        ("10x synthetic", dict(n_users=124_000, n_games=52_000, n_interactions=1_290_000)),
-    ]:
+    for label, sizes in TRAINING_DATA:
         data = synthetic(**sizes).data
-        users, items = data.train["user_idx"].to_numpy(), data.train["item_idx"].to_numpy()
-        config = TrainConfig(epochs=1)
-        seed = seed_epoch_seconds(users, items, data.n_users, data.n_items, config)
-        project = project_epoch_seconds(users, items, data.n_users, data.n_items, config)
-        rows.append(
-            {
-                "stage": "training epoch (batch 1024, dim 64)",
-                "data": f"{label}: {len(users):,} pairs",
-                "project_s": project,
-                "seed_s": seed,
-                "speedup": seed / project,
-                "project_pairs_per_s": len(users) / project,
-                "floor_s": epoch_flops(len(users), 1024, 64) / flop_rate,
-            }
-        )
+        frame = data.train
+        users, items = frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy()
+        hours = frame["play_time_hours"].to_numpy()
+        shape = (users, items, hours, data.n_users, data.n_items)
+        for batch in (1024, 4096):
+            config = replace(SEED_MODEL, epochs=1, batch_size=batch)
+            floor = epoch_flops(len(users), batch, config.embed_dim) / matmul_flops_per_second(
+                batch, config.embed_dim
+            )
+            seed = seed_epoch_seconds(users, items, data.n_users, data.n_items, config)
+            for optimizer, sparse in (("dense fused AdamW", False), ("sparse SparseAdam", True)):
+                project = project_epoch_seconds(*shape, replace(config, sparse_gradients=sparse))
+                rows.append(
+                    {
+                        "stage": f"training epoch, seed model (batch {batch}, dim 64)",
+                        "data": f"{label}: {len(users):,} pairs",
+                        "variant": optimizer,
+                        "project_s": project,
+                        "seed_s": seed,
+                        "speedup": seed / project,
+                        "floor_s": floor,
+                        "times_floor": project / floor,
+                        "project_pairs_per_s": len(users) / project,
+                    }
+                )
+                print_row(rows[-1])
+        dense = project_epoch_seconds(*shape, replace(project_default, sparse_gradients=False))
+        sparse = project_epoch_seconds(*shape, project_default)
+        for optimizer, seconds in (("dense fused AdamW", dense), ("sparse SparseAdam", sparse)):
+            rows.append(
+                {
+                    "stage": "training epoch, project default model (batch 1024, dim 256)",
+                    "data": f"{label}: {len(users):,} pairs",
+                    "variant": optimizer,
+                    "project_s": seconds,
+                    "project_pairs_per_s": len(users) / seconds,
+                    "sparse_speedup": dense / sparse,
+                }
+            )
+            print_row(rows[-1])
     return rows
 
 
@@ -122,6 +173,7 @@ def evaluation_rows() -> list[dict]:
     rows = []
     for label, sizes in [
         ("10k users x 5k games", dict(n_users=10_000, n_games=5_000, n_interactions=150_000)),
+        ("40k users x 5k games", dict(n_users=40_000, n_games=5_000, n_interactions=600_000)),
         ("200k users x 50k games", dict(n_users=200_000, n_games=50_000, n_interactions=3_000_000)),
     ]:
         data = synthetic(**sizes).data
@@ -145,32 +197,147 @@ def evaluation_rows() -> list[dict]:
                 "seed_s": seed,
                 "speedup": seed / project,
                 "project_users_per_s": len(val_users) / project,
+                "scores_per_s": len(val_users) * data.n_items / project,
                 "note": f"seed loop timed on {SEED_LOOP_SAMPLE_USERS} users, extrapolated",
             }
         )
+        print_row(rows[-1])
     return rows
+
+
+def trained_style_vectors(n_items: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors clustered like a trained item table: a few hundred genre directions, each
+    game a noisy mix of one or two of them (the default model L2-normalises its vectors)."""
+    rng = np.random.default_rng(seed)
+    n_genres = max(8, int(np.sqrt(n_items)))
+    genres = rng.standard_normal((n_genres, dim)).astype(np.float32)
+    primary = rng.integers(n_genres, size=n_items)
+    secondary = rng.integers(n_genres, size=n_items)
+    vectors = genres[primary] + 0.5 * genres[secondary]
+    vectors += 0.6 * rng.standard_normal((n_items, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def user_style_queries(items: np.ndarray, n_queries: int, seed: int = 1) -> np.ndarray:
+    """Queries like a history-tower user vector: the normalised mean of a few games' vectors."""
+    rng = np.random.default_rng(seed)
+    owned = rng.integers(len(items), size=(n_queries, 5))
+    queries = items[owned].mean(axis=1)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def index_rows(sizes=INDEX_SIZES, dim: int = INDEX_DIM) -> list[dict]:
+    """Build time, batch and one-at-a-time queries per second, recall@20 against exact."""
+    rows = []
+    for n_items in sizes:
+        items = trained_style_vectors(n_items, dim)
+        queries = user_style_queries(items, INDEX_BATCH_QUERIES)
+        exact = build_index(items, IndexSettings(kind="flat"))
+        _, truth = search(exact, queries, INDEX_K)
+        for kind in INDEX_KINDS:
+            started = time.perf_counter()
+            index = build_index(items, IndexSettings(kind=kind))
+            build_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            _, found = search(index, queries, INDEX_K)
+            batch_qps = len(queries) / (time.perf_counter() - started)
+            single = queries[:INDEX_SINGLE_QUERIES]
+            started = time.perf_counter()
+            for query in single:
+                search(index, query[None, :], INDEX_K)
+            single_qps = len(single) / (time.perf_counter() - started)
+            hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
+            row = {
+                "stage": f"index {kind}",
+                "data": f"{n_items:,} games x dim {dim}",
+                "build_s": build_seconds,
+                "batch_qps": batch_qps,
+                "single_qps": single_qps,
+                f"recall@{INDEX_K}": hits / truth.size,
+            }
+            rows.append(row)
+            print(
+                f"{row['stage']:<12} {row['data']:<26} build {build_seconds:>7.2f} s  "
+                f"batch {batch_qps:>9,.0f} q/s  single {single_qps:>7,.0f} q/s  "
+                f"recall@{INDEX_K} {row[f'recall@{INDEX_K}']:.4f}",
+                flush=True,
+            )
+    return rows
+
+
+def graph_rows() -> list[dict]:
+    """Wall time and peak memory of `gamerec materialize --all` on the default data and on
+    Steam-200k, each in a fresh working folder (project defaults, nothing cached)."""
+    rows = []
+    for label, settings in [
+        ("default synthetic (10k users x 2k games)", {"GAMEREC_SOURCE": "synthetic"}),
+        (
+            "Steam-200k",
+            {"GAMEREC_SOURCE": "steam200k", "GAMEREC_SOURCE_PATH": str(STEAM_200K)},
+        ),
+    ]:
+        with tempfile.TemporaryDirectory(prefix="gamerec-graph-") as workdir:
+            measured = run_materialize(Path(workdir), settings)
+        rows.append({"stage": "whole graph, first run", "data": label, **measured})
+        print_row(rows[-1])
+    return rows
+
+
+def print_row(row: dict) -> None:
+    numbers = {
+        "project_s": "project {:.2f} s",
+        "seed_s": "seed {:.2f} s",
+        "speedup": "{:.1f}x",
+        "floor_s": "floor {:.2f} s",
+        "times_floor": "{:.2f}x floor",
+        "sparse_speedup": "sparse/dense {:.2f}x",
+        "project_users_per_s": "{:,.0f} users/s",
+        "scores_per_s": "{:,.0f} scores/s",
+        "build_s": "build {:.2f} s",
+        "batch_qps": "batch {:,.0f} q/s",
+        "single_qps": "single {:,.0f} q/s",
+        "recall@20": "recall@20 {:.4f}",
+        "wall_seconds": "wall {:.1f} s",
+        "peak_rss_gib": "peak {:.2f} GiB",
+    }
+    label = " | ".join(str(row[key]) for key in ("stage", "data", "variant") if key in row)
+    values = "  ".join(fmt.format(row[key]) for key, fmt in numbers.items() if key in row)
+    print(f"{label}: {values}", flush=True)
+
+
+SECTIONS = {
+    "training": training_rows,
+    "evaluation": evaluation_rows,
+    "index": index_rows,
+    "graph": graph_rows,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/throughput.json")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS),
+        default=list(SECTIONS),
+        help="parts to run (default: all); rows of the others are kept from --out",
+    )
     args = parser.parse_args()
     threads = configure_threads(None)
-    flop_rate = matmul_flops_per_second()
-    rows = training_rows(flop_rate) + evaluation_rows()
-    print(f"{threads} threads; measured matmul rate {flop_rate / 1e9:.1f} GFLOP/s")
-    print(f"{'stage':<36} {'data':<44} {'project s':>10} {'seed s':>10} {'speedup':>8}")
-    for row in rows:
-        print(
-            f"{row['stage']:<36} {row['data']:<44} {row['project_s']:>10.2f} "
-            f"{row['seed_s']:>10.2f} {row['speedup']:>7.1f}x"
-            + (f"  floor {row['floor_s']:.2f} s" if "floor_s" in row else "")
-        )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps({"threads": threads, "matmul_flops": flop_rate, "rows": rows}, indent=2)
-    )
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    sections = previous.get("sections", {})
+    for name in args.sections:
+        sections[name] = SECTIONS[name]()
+    print(f"\n{threads} threads")
+    for name in SECTIONS:
+        for row in sections.get(name, []):
+            print_row(row)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"threads": threads, "sections": sections}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

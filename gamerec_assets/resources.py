@@ -222,11 +222,20 @@ class EvaluationResource(dg.ConfigurableResource):
     ease_l2: float = Field(
         default=0.0, ge=0, description="GAMEREC_EASE_L2: EASE's L2 weight; 0 = tune it."
     )
+    sample_users: int = Field(
+        default=0,
+        ge=0,
+        description="GAMEREC_EVAL_USERS: evaluate a seeded sample of this many users; 0 = all.",
+    )
+    seed: int = Field(default=0, description="SEED: which users the sample takes.")
 
     def version_fields(self) -> dict[str, object]:
         fields = {"evaluation.k": self.k, "evaluation.ease_baseline": self.ease_baseline}
         if self.ease_baseline:
             fields["evaluation.ease_l2"] = self.ease_l2
+        if self.sample_users:
+            fields["evaluation.sample_users"] = self.sample_users
+            fields["evaluation.seed"] = self.seed
         return fields
 
 
@@ -311,6 +320,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "VAL_K": ("evaluation", "k"),
     "GAMEREC_EASE_BASELINE": ("evaluation", "ease_baseline"),
     "GAMEREC_EASE_L2": ("evaluation", "ease_l2"),
+    "GAMEREC_EVAL_USERS": ("evaluation", "sample_users"),
     "GAMEREC_INDEX": ("index", "kind"),
     "GAMEREC_INDEX_METRIC": ("index", "metric"),
     "GAMEREC_HNSW_M": ("index", "hnsw_m"),
@@ -321,7 +331,12 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "GAMEREC_DEVICE": ("compute", "device"),
     "GAMEREC_NUM_THREADS": ("compute", "num_threads"),
 }
-SEED_FIELDS = (("source", "synthetic_seed"), ("split", "seed"), ("training", "seed"))
+SEED_FIELDS = (
+    ("source", "synthetic_seed"),
+    ("split", "seed"),
+    ("training", "seed"),
+    ("evaluation", "seed"),
+)
 
 RESOURCE_CLASSES: dict[str, type[dg.ConfigurableResource]] = {
     "paths": PathsResource,

@@ -39,6 +39,8 @@ def test_env_vars_override_every_setting():
             "GAMEREC_USER_TOWER": "id",
             "GAMEREC_NORMALIZE": "false",
             "GAMEREC_REFIT": "0",
+            "GAMEREC_EVAL_USERS": "500",
+            "GAMEREC_SPARSE_GRADIENTS": "false",
         }
     )
     config = resources["training"].train_config()
@@ -51,6 +53,8 @@ def test_env_vars_override_every_setting():
         0.01,
     )
     assert training.seed == resources["split"].seed == resources["source"].synthetic_seed == 42
+    assert resources["evaluation"].seed == 42 and resources["evaluation"].sample_users == 500
+    assert config.sparse_gradients is False
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
     assert resources["split"].strategy == "random"

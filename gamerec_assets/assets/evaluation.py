@@ -50,12 +50,18 @@ def eval_metrics(
     model, checkpoint = load_checkpoint(paths.checkpoint, device)
     config = TrainConfig(**checkpoint["config"])
     columns = ["user_idx", "item_idx", "play_time_hours"]
-    data = EvaluationData(
+    all_users = EvaluationData(
         train=pl.read_parquet(paths.train_interactions, columns=columns),
         val=pl.read_parquet(paths.val_interactions, columns=columns),
         n_users=model.n_users,
         n_items=model.n_items,
     )
+    data = all_users.sample_users(evaluation.sample_users, evaluation.seed)
+    if data is not all_users:
+        context.log.info(
+            f"evaluating a sample of {data.val.height} of {all_users.val.height} users "
+            f"(GAMEREC_EVAL_USERS, seed {evaluation.seed})"
+        )
     ks = tuple(sorted({*DEFAULT_KS, evaluation.k}))
     model_metrics = evaluate_two_tower(model, config, data, ks)
     baselines: dict[str, dict[str, float]] = {"popularity": evaluate_popularity(data, ks)}
@@ -74,6 +80,7 @@ def eval_metrics(
         **model_metrics,
         "k": evaluation.k,
         "n_eval_users": data.val.height,
+        "n_users_with_heldout": all_users.val.height,
         "n_games": data.n_items,
         "baselines": baselines,
         "checkpoint_config": checkpoint["config"],
@@ -104,6 +111,7 @@ def eval_metrics(
                 if name in model_metrics
             },
             "n_eval_users": data.val.height,
+            "n_users_with_heldout": all_users.val.height,
             **({} if ease_seconds is None else {"ease_fit_seconds": round(ease_seconds, 3)}),
             "metrics": dg.MetadataValue.md(markdown_table(table)),
             "path": dg.MetadataValue.path(str(paths.metrics)),

@@ -60,7 +60,13 @@ def faiss_index(
     write_index(built, paths.faiss_index)
     write_json_atomic(
         paths.faiss_index_settings,
-        {**settings.relevant_fields(), "ntotal": int(built.ntotal), "dim": int(built.d)},
+        {
+            **settings.relevant_fields(),
+            "ntotal": int(built.ntotal),
+            "dim": int(built.d),
+            f"recall@{RECALL_K}_vs_exact": recall,
+            "recall_queries": len(queries),
+        },
     )
     context.log.info(
         f"{type(built).__name__} over {built.ntotal} games in {build_seconds:.2f}s, "

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 import polars as pl
+import torch
 
 from gamerec_assets.core.baselines import EASE_MAX_ITEMS, fit_ease, popularity_scores
 from gamerec_assets.core.metrics import (
@@ -41,6 +42,17 @@ class EvaluationData:
                 "nothing to evaluate: no user has two or more games, so no game was held out"
             )
 
+    def sample_users(self, n_users: int, seed: int = 0) -> "EvaluationData":
+        """The same data with a seeded sample of `n_users` held-out rows (all when fewer).
+
+        Training rows stay whole: masking and histories need only the sampled users' rows, and
+        the popularity baseline needs every row's counts.
+        """
+        if n_users <= 0 or n_users >= self.val.height:
+            return self
+        sample = self.val.sample(n=n_users, seed=seed, shuffle=False).sort("user_idx")
+        return EvaluationData(self.train, sample, self.n_users, self.n_items)
+
     @cached_property
     def train_items(self) -> TrainItems:
         return TrainItems.from_pairs(
@@ -60,9 +72,15 @@ class EvaluationData:
 def evaluate_two_tower(
     model: TwoTower, config: TrainConfig, data: EvaluationData, ks=DEFAULT_KS
 ) -> dict[str, float]:
-    """Metrics of the model, users encoded from their full training history."""
-    user_vectors = model.user_vectors(history_from_frame(data.train, data.n_users, config))
-    return ranking_metrics(data.ranks(dot_product_scorer(user_vectors, model.item_vectors())), ks)
+    """Metrics of the model, users encoded from their full training history.
+
+    Only the evaluated users are encoded (a sample of 100k of 1M users needs 100k vectors).
+    """
+    users = np.unique(data.val["user_idx"].to_numpy())
+    history = history_from_frame(data.train, data.n_users, config)
+    user_vectors = model.user_vectors(history, torch.from_numpy(users))
+    scores = dot_product_scorer(user_vectors, model.item_vectors())
+    return ranking_metrics(data.ranks(lambda chunk: scores(np.searchsorted(users, chunk))), ks)
 
 
 def evaluate_popularity(data: EvaluationData, ks=DEFAULT_KS) -> dict[str, float]:

@@ -100,17 +100,65 @@ def read_steam200k(path: str | Path) -> RawInteractions:
     )
 
 
-def _integer_if_lossless(ids: pl.Series) -> pl.Series:
-    """CSV ids as Int64 when every value is a plain integer ('42'), else as the text itself.
+def _integer_if_lossless(rows: pl.LazyFrame, column: str) -> pl.Expr:
+    """A CSV id column as Int64 when every value is a plain integer ('42'), else as the text.
 
     Type inference would turn '007' and '7' into the same integer and silently merge two
-    games; keeping text whenever the integer form would lose characters prevents that.
+    games; keeping text whenever the integer form would lose characters prevents that. One
+    streaming pass over the column decides.
     """
-    as_int = ids.cast(pl.Int64, strict=False)
-    round_trips = (as_int.cast(pl.String) == ids) | ids.is_null()
-    if as_int.null_count() == ids.null_count() and round_trips.all():
-        return as_int
-    return ids
+    text = pl.col(column)
+    as_int = text.cast(pl.Int64, strict=False)
+    lossless = (
+        rows.select(((as_int.cast(pl.String) == text).fill_null(False) | text.is_null()).all())
+        .collect(engine="streaming")
+        .item()
+    )
+    return as_int if lossless else text
+
+
+def _scan_table(path: Path) -> pl.LazyFrame:
+    """A lazy scan of a Parquet or CSV file (gzipped CSV is read eagerly: it cannot be seeked)."""
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if suffixes.endswith((".parquet", ".pq")):
+        rows = pl.scan_parquet(path)
+        rows.collect_schema()  # fail here, not mid-query, on a file that is not Parquet
+        return rows
+    options = dict(
+        try_parse_dates=True, schema_overrides={column: pl.String for column in REQUIRED_COLUMNS}
+    )
+    if suffixes.endswith(".csv"):
+        rows = pl.scan_csv(path, **options)
+    elif suffixes.endswith(".csv.gz"):
+        rows = pl.read_csv(path, **options).lazy()
+    else:
+        raise InteractionsFileError(path, "unknown file type (expected .parquet, .csv or .csv.gz)")
+    columns = rows.collect_schema().names()
+    return rows.with_columns(
+        _integer_if_lossless(rows, column) for column in REQUIRED_COLUMNS if column in columns
+    )
+
+
+def _numeric_hours(rows: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    """play_time_hours as Float64; text that is not a number is an error naming its row."""
+    hours = pl.col("play_time_hours")
+    if rows.collect_schema()["play_time_hours"].is_numeric():
+        return rows.with_columns(hours.cast(pl.Float64))
+    bad = (
+        rows.with_row_index("row", offset=1)
+        .filter(hours.is_not_null() & hours.cast(pl.Float64, strict=False).is_null())
+        .select("row", hours)
+        .head(1)
+        .collect(engine="streaming")
+    )
+    if bad.height:
+        row, value = bad.row(0)
+        raise InteractionsFileError(
+            path,
+            f"data row {row}, column play_time_hours: expected a number (hours played), "
+            f"got {value!r}",
+        )
+    return rows.with_columns(hours.cast(pl.Float64, strict=False))
 
 
 def read_interactions_file(path: str | Path) -> RawInteractions:
@@ -118,64 +166,46 @@ def read_interactions_file(path: str | Path) -> RawInteractions:
 
     Optional columns: `play_time_hours` (0 when absent), `timestamp`, `title` (the game id as
     text when absent). Several rows for one (user, game) are merged: hours summed, the latest
-    timestamp kept.
+    timestamp kept. The file is scanned lazily and the query runs on polars' streaming
+    engine, so the raw rows are never all in memory at once (only the merged result is).
     """
     path = Path(path)
     _require_file(path)
-    suffixes = "".join(path.suffixes[-2:]).lower()
     try:
-        if suffixes.endswith((".parquet", ".pq")):
-            rows = pl.read_parquet(path)
-        elif suffixes.endswith((".csv", ".csv.gz")):
-            rows = pl.read_csv(
-                path,
-                try_parse_dates=True,
-                schema_overrides={column: pl.String for column in REQUIRED_COLUMNS},
-            )
-            rows = rows.with_columns(
-                _integer_if_lossless(rows[column])
-                for column in REQUIRED_COLUMNS
-                if column in rows.columns
-            )
-        else:
+        rows = _scan_table(path)
+        columns = rows.collect_schema().names()
+        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+        if missing:
             raise InteractionsFileError(
-                path, "unknown file type (expected .parquet, .csv or .csv.gz)"
+                path,
+                f"missing required column(s) {', '.join(missing)}; expected columns "
+                f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}, "
+                f"found {', '.join(columns) or 'none'}",
             )
+        if "play_time_hours" not in columns:
+            rows = rows.with_columns(play_time_hours=pl.lit(0.0))
+        rows = _numeric_hours(rows, path)
+        if "title" not in columns:
+            rows = rows.with_columns(title=pl.col("game_id").cast(pl.String))
+
+        aggregations = [
+            pl.col("play_time_hours").sum(),
+            pl.col("title").cast(pl.String).first(),
+            pl.len().alias("_rows"),
+        ]
+        if "timestamp" in columns:
+            aggregations.append(pl.col("timestamp").max())
+        frame = (
+            rows.group_by("user_id", "game_id")
+            .agg(aggregations)
+            .sort("user_id", "game_id", nulls_last=False)
+            .collect(engine="streaming")
+        )
     except pl.exceptions.PolarsError as error:
         raise InteractionsFileError(path, f"cannot read as a table: {error}") from error
-
-    missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
-    if missing:
-        raise InteractionsFileError(
-            path,
-            f"missing required column(s) {', '.join(missing)}; expected columns "
-            f"{', '.join(REQUIRED_COLUMNS)} and optionally {', '.join(OPTIONAL_COLUMNS)}, "
-            f"found {', '.join(rows.columns) or 'none'}",
-        )
-    if "play_time_hours" not in rows.columns:
-        rows = rows.with_columns(play_time_hours=pl.lit(0.0))
-    try:
-        rows = rows.with_columns(pl.col("play_time_hours").cast(pl.Float64, strict=True))
-    except pl.exceptions.PolarsError as error:
-        raise InteractionsFileError(
-            path, f"column play_time_hours: expected numbers (hours played): {error}"
-        ) from error
-    if "title" not in rows.columns:
-        rows = rows.with_columns(title=pl.col("game_id").cast(pl.String))
-
-    aggregations = [
-        pl.col("play_time_hours").sum(),
-        pl.col("title").cast(pl.String).first(),
-    ]
-    if "timestamp" in rows.columns:
-        aggregations.append(pl.col("timestamp").max())
-    frame = (
-        rows.group_by("user_id", "game_id")
-        .agg(aggregations)
-        .sort("user_id", "game_id", nulls_last=False)
-    )
+    raw_rows = int(frame["_rows"].sum())
     return RawInteractions(
-        frame=frame,
+        frame=frame.drop("_rows"),
         description=f"interactions:{path}",
-        stats={"raw_rows": rows.height, "duplicate_rows_merged": rows.height - frame.height},
+        stats={"raw_rows": raw_rows, "duplicate_rows_merged": raw_rows - frame.height},
     )

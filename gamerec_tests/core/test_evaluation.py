@@ -21,7 +21,7 @@ from gamerec_assets.core.evaluation import (
 from gamerec_assets.core.metrics import TrainItems, rank_heldout, ranking_metrics
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.splits import leave_one_out_split
-from gamerec_assets.core.trainer import TrainConfig
+from gamerec_assets.core.trainer import TrainConfig, history_from_frame
 
 SCHEMA = {"user_idx": pl.Int64, "item_idx": pl.Int64, "play_time_hours": pl.Float64}
 
@@ -229,3 +229,41 @@ def test_ease_tuning_falls_back_when_no_user_can_hold_out_a_second_game():
     single = EvaluationData(train.filter(pl.col("item_idx") != 1), val, n_users=2, n_items=3)
     assert tune_ease_l2(single, "max_playtime") == DEFAULT_EASE_L2
     assert tune_ease_l2(data, "max_playtime") in EASE_L2_GRID
+
+
+# --- sampled evaluation --------------------------------------------------------------------------
+
+
+def test_sample_users_is_seeded_subset_and_all_when_too_few():
+    split = leave_one_out_split(_random_interactions(), "max_playtime", 0)
+    data = EvaluationData(split.train, split.val, n_users=60, n_items=25)
+    sample = data.sample_users(20, seed=1)
+    assert sample.val.height == 20
+    assert sample.val["user_idx"].is_sorted()
+    assert set(sample.val.rows()) <= set(data.val.rows())
+    assert sample.val.equals(data.sample_users(20, seed=1).val)
+    assert not sample.val.equals(data.sample_users(20, seed=2).val)
+    assert sample.train is data.train
+    assert data.sample_users(0) is data and data.sample_users(10_000) is data
+
+
+@pytest.mark.parametrize("user_tower", ["id", "history"])
+def test_sampled_evaluation_equals_ranking_the_same_users_with_every_vector(user_tower):
+    """Only the sampled users are encoded; their scores must be the full model's scores."""
+    split = leave_one_out_split(_random_interactions(), "max_playtime", 0)
+    data = EvaluationData(split.train, split.val, n_users=60, n_items=25).sample_users(17, 3)
+    torch.manual_seed(0)
+    model = TwoTower(60, 25, 8, user_tower=user_tower)
+    config = TrainConfig(user_tower=user_tower)
+    every_user = model.user_vectors(history_from_frame(data.train, 60, config))
+    expected = ranking_metrics(
+        rank_heldout(
+            lambda users: every_user[torch.tensor(users)] @ model.item_vectors().T,
+            25,
+            data.train_items,
+            data.val["user_idx"].to_numpy(),
+            data.val["item_idx"].to_numpy(),
+        ),
+        (5, 10),
+    )
+    assert evaluate_two_tower(model, config, data, ks=(5, 10)) == pytest.approx(expected)

@@ -170,6 +170,7 @@ def test_read_interactions_file_non_numeric_hours_names_column(tmp_path):
     with pytest.raises(InteractionsFileError, match="play_time_hours") as caught:
         read_interactions_file(path)
     assert str(path) in str(caught.value)
+    assert "data row 2" in str(caught.value) and "'a lot'" in str(caught.value)
 
 
 def test_read_interactions_file_defaults_for_absent_optional_columns(tmp_path):
