@@ -38,6 +38,14 @@ SCALE_SETTINGS = {
 }
 
 
+MEASURE_CHILD = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+open(sys.argv[1], "w").write(json.dumps({"exit_code": code, "peak_kib": peak}))
+"""
+
+
 def generate(path: Path, spec: SyntheticSpec) -> dict:
     started = time.perf_counter()
     frame = generate_synthetic_interactions(spec)
@@ -50,8 +58,12 @@ def generate(path: Path, spec: SyntheticSpec) -> dict:
 
 
 def run_materialize(workdir: Path, settings: dict[str, str]) -> dict:
-    """`gamerec materialize --all` in a fresh working folder: wall time and the child's own
-    peak resident memory (os.wait4 reports it for this child alone)."""
+    """`gamerec materialize --all` in a fresh working folder: wall time and peak memory.
+
+    The command runs under a small fresh interpreter that reports its child's peak resident
+    memory: a child forked straight from this (large) process would count this process's
+    pages in its peak.
+    """
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -62,16 +74,17 @@ def run_materialize(workdir: Path, settings: dict[str, str]) -> dict:
         "ARTIFACTS_DIR": str(workdir / "artifacts"),
         "DAGSTER_HOME": str(home),
     }
+    report = workdir / "peak.json"
+    command = [sys.executable, "-m", "gamerec_assets.cli", "materialize", "--all"]
     started = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "gamerec_assets.cli", "materialize", "--all"], env=env
+    subprocess.run(
+        [sys.executable, "-c", MEASURE_CHILD, str(report), *command], env=env, check=True
     )
-    _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise SystemExit(f"gamerec materialize failed in {workdir} (exit {child.returncode})")
-    return {"wall_seconds": wall, "peak_rss_gib": usage.ru_maxrss / 2**20}  # KiB on Linux
+    measured = json.loads(report.read_text())
+    if measured["exit_code"] != 0:
+        raise SystemExit(f"gamerec materialize failed in {workdir} (exit {measured['exit_code']})")
+    return {"wall_seconds": wall, "peak_rss_gib": measured["peak_kib"] / 2**20}
 
 
 def step_seconds(dagster_home: Path) -> dict[str, float]:

@@ -24,6 +24,7 @@ import json
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,11 @@ SEED_LOOP_SAMPLE_USERS = 500
 INDEX_SIZES = (5_000, 100_000, 1_000_000)
 INDEX_DIM = 64  # the scale run's dim; 1M x 256 HNSW would take most of an hour to build here
 INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_SEARCH_SETTINGS = {  # the project defaults first (efSearch 128, nprobe 32)
+    "flat": [(None, None)],
+    "hnsw": [("efSearch", 128), ("efSearch", 512)],
+    "ivf": [("nprobe", 32), ("nprobe", 128)],
+}
 INDEX_K = 20
 INDEX_BATCH_QUERIES = 10_000
 INDEX_SINGLE_QUERIES = 1_000
@@ -159,6 +165,17 @@ def training_rows() -> list[dict]:
     return rows
 
 
+def best_of(repeats: int, run) -> float:
+    """Fastest of `repeats` timed calls after one untimed warm-up call."""
+    run()
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
 def seed_eval_seconds_per_user(user_vectors, item_vectors, users, items) -> float:
     """The seed's evaluator: per row, score, argsort, find the held-out game (no masking)."""
     started = time.perf_counter()
@@ -181,9 +198,12 @@ def evaluation_rows() -> list[dict]:
         user_vectors = torch.randn(data.n_users, 64)
         item_vectors = torch.randn(data.n_items, 64)
         val_users, val_items = data.val["user_idx"].to_numpy(), data.val["item_idx"].to_numpy()
-        started = time.perf_counter()
-        heldout_ranks(user_vectors, item_vectors, data.train_items, val_users, val_items)
-        project = time.perf_counter() - started
+        train_items = data.train_items  # built once per split, as the asset does
+        repeats = 3 if len(val_users) * data.n_items < 10**9 else 1
+        project = best_of(
+            repeats,
+            partial(heldout_ranks, user_vectors, item_vectors, train_items, val_users, val_items),
+        )
         sample = slice(0, SEED_LOOP_SAMPLE_USERS)
         per_user = seed_eval_seconds_per_user(
             user_vectors, item_vectors, val_users[sample], val_items[sample]
@@ -228,7 +248,9 @@ def user_style_queries(items: np.ndarray, n_queries: int, seed: int = 1) -> np.n
 
 
 def index_rows(sizes=INDEX_SIZES, dim: int = INDEX_DIM) -> list[dict]:
-    """Build time, batch and one-at-a-time queries per second, recall@20 against exact."""
+    """Build time, batch and one-at-a-time queries per second, recall@20 against exact, for
+    each kind at the project's default settings, then at wider search settings (HNSW efSearch,
+    IVF nprobe: query-time only, no rebuild)."""
     rows = []
     for n_items in sizes:
         items = trained_style_vectors(n_items, dim)
@@ -239,31 +261,38 @@ def index_rows(sizes=INDEX_SIZES, dim: int = INDEX_DIM) -> list[dict]:
             started = time.perf_counter()
             index = build_index(items, IndexSettings(kind=kind))
             build_seconds = time.perf_counter() - started
-            started = time.perf_counter()
-            _, found = search(index, queries, INDEX_K)
-            batch_qps = len(queries) / (time.perf_counter() - started)
-            single = queries[:INDEX_SINGLE_QUERIES]
-            started = time.perf_counter()
-            for query in single:
-                search(index, query[None, :], INDEX_K)
-            single_qps = len(single) / (time.perf_counter() - started)
-            hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
-            row = {
-                "stage": f"index {kind}",
-                "data": f"{n_items:,} games x dim {dim}",
-                "build_s": build_seconds,
-                "batch_qps": batch_qps,
-                "single_qps": single_qps,
-                f"recall@{INDEX_K}": hits / truth.size,
-            }
-            rows.append(row)
-            print(
-                f"{row['stage']:<12} {row['data']:<26} build {build_seconds:>7.2f} s  "
-                f"batch {batch_qps:>9,.0f} q/s  single {single_qps:>7,.0f} q/s  "
-                f"recall@{INDEX_K} {row[f'recall@{INDEX_K}']:.4f}",
-                flush=True,
-            )
+            for setting, value in INDEX_SEARCH_SETTINGS[kind]:
+                if setting == "efSearch":
+                    index.hnsw.efSearch = value
+                elif setting == "nprobe":
+                    index.nprobe = value
+                row = {
+                    "stage": f"index {kind}",
+                    "data": f"{n_items:,} games x dim {dim}",
+                    "variant": f"{setting}={value}" if setting else "exact",
+                    "build_s": build_seconds,
+                    **query_speed_and_recall(index, queries, truth),
+                }
+                rows.append(row)
+                print_row(row)
     return rows
+
+
+def query_speed_and_recall(index, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    started = time.perf_counter()
+    _, found = search(index, queries, INDEX_K)
+    batch_qps = len(queries) / (time.perf_counter() - started)
+    single = queries[:INDEX_SINGLE_QUERIES]
+    started = time.perf_counter()
+    for query in single:
+        search(index, query[None, :], INDEX_K)
+    single_qps = len(single) / (time.perf_counter() - started)
+    hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
+    return {
+        "batch_qps": batch_qps,
+        "single_qps": single_qps,
+        f"recall@{INDEX_K}": hits / truth.size,
+    }
 
 
 def graph_rows() -> list[dict]:

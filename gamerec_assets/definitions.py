@@ -20,7 +20,9 @@ def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.De
     """The project's definitions with the given resources (tests pass temporary folders).
 
     The graph is a chain, so steps run in one process: a subprocess per step would re-import
-    torch, FAISS and polars each time for no parallelism.
+    torch, FAISS and polars each time for no parallelism. It also means nothing forks after
+    FAISS's OpenMP pool has started (a known hang in the child); anything that needs processes
+    must start them with `spawn` or a fresh interpreter, as the benchmarks do.
     """
     assets = with_declared_code_versions(dg.load_assets_from_modules(STAGE_MODULES), resources)
     return dg.Definitions(

@@ -97,7 +97,7 @@ def rank_heldout(
     ranks = np.empty(len(val_users), dtype=np.int64)
     for start in range(0, len(val_users), chunk_users):
         users = np.asarray(val_users[start : start + chunk_users])
-        scores = scorer(users)  # a fresh tensor per chunk: masked in place below
+        scores = scorer(users)  # ours to modify: masked in place below
         device = scores.device
         targets = torch.tensor(
             np.asarray(val_items[start : start + chunk_users], dtype=np.int64), device=device
