@@ -1,156 +1,23 @@
 """`gamerec`: the project's command line.
 
-`gamerec materialize` rebuilds only what is stale or missing. It fingerprints the raw input
-(`raw_interactions`, a hash of the file), asks Dagster's own staleness machinery (the one the
-UI uses) which assets are stale and why, prints the plan, and materializes those assets and
-everything downstream of them in one run, with their asset checks, in the persistent instance
-under DAGSTER_HOME.
+- `gamerec materialize`: rebuild what is stale or missing, and everything downstream of it
+  (see `gamerec_assets.materialize`).
+- `gamerec recommend --user ID` / `--games TITLE ...`, `gamerec similar --game TITLE`: top-K
+  games from the artifacts alone (`gamerec_assets.core.recommend`). These import neither
+  Dagster nor torch, so they answer in well under a second.
+
+Each command imports what it needs when it runs. Settings come from the environment and from
+`.env` in the working directory, as for `dagster` commands.
 """
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
-    CachingStaleStatusResolver,
-    StaleCauseCategory,
-    StaleStatus,
-)
-from dagster._time import get_current_datetime
 from dotenv import dotenv_values
-
-from gamerec_assets.automation import INPUT_FINGERPRINT
-from gamerec_assets.definitions import build_definitions
-from gamerec_assets.resources import env_variable_names, resources_from_env
-from gamerec_assets.versioning import (
-    declared_version_inputs,
-    describe_version_change,
-    recorded_version_inputs,
-)
-
-SOURCE_KEY = dg.AssetKey(INPUT_FINGERPRINT)
-RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-DEFAULT_DAGSTER_HOME = Path("dagster_home")
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    asset: str
-    status: str  # fresh | stale | missing
-    cause: str
-    run: bool
-
-
-def resolve_instance() -> dg.DagsterInstance:
-    """The persistent instance: DAGSTER_HOME, or ./dagster_home when that is unset."""
-    if not os.environ.get("DAGSTER_HOME"):
-        home = DEFAULT_DAGSTER_HOME.resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
-        print(f"DAGSTER_HOME is not set; using {home}")
-    return dg.DagsterInstance.get()
-
-
-def stale_status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver:
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
-
-
-def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return event.asset_materialization.tags.get("dagster/data_version")
-
-
-def parse_selection(expressions: Sequence[str] | None, graph) -> set[dg.AssetKey] | None:
-    """Dagster selection syntax (`faiss_index`, `two_tower_checkpoint*`, `group:serving`),
-    several expressions or comma-separated ones united."""
-    if not expressions:
-        return None
-    keys: set[dg.AssetKey] = set()
-    for expression in expressions:
-        for part in filter(None, (p.strip() for p in expression.split(","))):
-            keys |= dg.AssetSelection.from_string(part).resolve(graph)
-    return keys
-
-
-def build_plan(
-    defs: dg.Definitions,
-    resources: dict,
-    instance: dg.DagsterInstance,
-    selection: set[dg.AssetKey] | None = None,
-    force_all: bool = False,
-) -> list[PlanRow]:
-    """Each materializable asset with its status, cause, and whether this run rebuilds it."""
-    graph = defs.resolve_asset_graph()
-    resolver = stale_status_resolver(instance, graph)
-    keys = [
-        k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable and k != SOURCE_KEY
-    ]
-    parents = {
-        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
-        for key in keys
-    }
-    declared = declared_version_inputs(parents, resources)
-    env_names = env_variable_names()
-
-    rows: dict[dg.AssetKey, PlanRow] = {}
-    for key in keys:
-        name = key.to_user_string()
-        status = resolver.get_status(key)
-        if status == StaleStatus.MISSING:
-            state, cause = "missing", "never materialized"
-        elif status == StaleStatus.STALE:
-            state = "stale"
-            reasons = []
-            for stale_cause in resolver.get_stale_causes(key):
-                if stale_cause.key.asset_key != key:
-                    continue
-                if stale_cause.category == StaleCauseCategory.CODE:
-                    reasons.append(
-                        describe_version_change(
-                            recorded_version_inputs(instance, name), declared[name], env_names
-                        )
-                    )
-                elif stale_cause.dependency is not None:
-                    reasons.append(
-                        f"{stale_cause.dependency.asset_key.to_user_string()} {stale_cause.reason}"
-                    )
-                else:
-                    reasons.append(stale_cause.reason)
-            cause = "; ".join(dict.fromkeys(reasons)) or "stale"
-        else:
-            state, cause = "fresh", ""
-        upstream_rebuilt = [p for p in graph.get(key).parent_keys if p in rows and rows[p].run]
-        if state == "fresh" and upstream_rebuilt:
-            cause = f"downstream of {upstream_rebuilt[0].to_user_string()}"
-        in_selection = selection is None or key in selection
-        run = in_selection and (force_all or state != "fresh" or bool(upstream_rebuilt))
-        if force_all and in_selection and state == "fresh":
-            cause = "forced (--all)"
-        rows[key] = PlanRow(asset=name, status=state, cause=cause, run=run)
-    return list(rows.values())
-
-
-def with_whole_multi_assets(defs: dg.Definitions, keys: list[dg.AssetKey]) -> list[dg.AssetKey]:
-    """Add the siblings of any multi-asset output (the split writes train and val together)."""
-    wanted = set(keys)
-    for key in keys:
-        wanted |= set(defs.resolve_assets_def(key).keys)
-    graph = defs.resolve_asset_graph()
-    return [key for key in graph.toposorted_asset_keys if key in wanted]
 
 
 def load_dotenv_file(path: Path = Path(".env")) -> None:
@@ -159,74 +26,63 @@ def load_dotenv_file(path: Path = Path(".env")) -> None:
     if path.is_file():
         values = {k: v for k, v in dotenv_values(path).items() if v is not None}
         os.environ.update(values)
-        print(f"Loaded {', '.join(sorted(values))} from {path}")
-
-
-def format_plan(rows: Sequence[PlanRow]) -> str:
-    header = ("asset", "status", "action", "cause")
-    table = [header] + [(r.asset, r.status, "run" if r.run else "-", r.cause) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in table
-    ).rstrip()
+        print(f"Loaded {', '.join(sorted(values))} from {path}", file=sys.stderr)
 
 
 def materialize_command(args: argparse.Namespace) -> int:
+    from gamerec_assets.materialize import materialize_command as run
+
     load_dotenv_file()
-    instance = resolve_instance()
-    resources = resources_from_env()
-    defs = build_definitions(resources)
-    job = defs.resolve_implicit_global_asset_job_def()
+    return run(args)
 
-    old_version = latest_data_version(instance, SOURCE_KEY)
-    fingerprinted = job.execute_in_process(
-        run_config=RUN_CONFIG, instance=instance, asset_selection=[SOURCE_KEY], raise_on_error=False
+
+def _recommender(args: argparse.Namespace):
+    from gamerec_assets.core.recommend import Recommender
+
+    load_dotenv_file()
+    folder = args.artifacts or os.environ.get("ARTIFACTS_DIR") or "artifacts"
+    return Recommender.load(folder)
+
+
+def _print(recommendations, as_json: bool, heading: str) -> None:
+    from gamerec_assets.core.recommend import as_dicts
+
+    if as_json:
+        print(json.dumps(as_dicts(recommendations), default=str))
+        return
+    print(heading)
+    width = max((len(r.title) for r in recommendations), default=5)
+    for rank, r in enumerate(recommendations, start=1):
+        print(f"{rank:>3}. {r.title:<{width}}  {r.score:.4f}")
+
+
+def recommend_command(args: argparse.Namespace) -> int:
+    recommender = _recommender(args)
+    if args.user is not None:
+        found = recommender.for_user(args.user, args.k)
+        heading = f"Top {args.k} for user {args.user} (games they own are left out):"
+    else:
+        found = recommender.for_new_player(args.games, args.k)
+        heading = f"Top {args.k} for a new player who owns {len(args.games)} game(s):"
+    _print(found, args.json, heading)
+    return 0
+
+
+def similar_command(args: argparse.Namespace) -> int:
+    found = _recommender(args).similar(args.game, args.k)
+    _print(found, args.json, f"The {args.k} games nearest to {args.game!r}:")
+    return 0
+
+
+def _serving_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-k", type=int, default=10, help="how many games (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument(
+        "--artifacts", metavar="DIR", help="artifacts folder (default: ARTIFACTS_DIR or artifacts)"
     )
-    if not fingerprinted.success:
-        print(
-            "Could not read the raw input (raw_interactions); see the log above.", file=sys.stderr
-        )
-        return 1
-    new_version = latest_data_version(instance, SOURCE_KEY)
-    change = (
-        "first fingerprint"
-        if old_version is None
-        else ("unchanged" if old_version == new_version else f"changed (was {old_version})")
-    )
-    print(f"Input fingerprint {new_version}: {change}")
-
-    graph = defs.resolve_asset_graph()
-    rows = build_plan(defs, resources, instance, parse_selection(args.select, graph), args.all)
-    print(format_plan(rows))
-    to_run = with_whole_multi_assets(defs, [dg.AssetKey(r.asset) for r in rows if r.run])
-    if not to_run:
-        print("\nNothing to materialize: every selected asset is up to date.")
-        return 0
-    names = ", ".join(key.to_user_string() for key in to_run)
-    if args.dry_run:
-        print(f"\nDry run: would materialize {len(to_run)} asset(s) in one run: {names}")
-        return 0
-
-    print(f"\nMaterializing {len(to_run)} asset(s) in one run: {names}")
-    result = job.execute_in_process(
-        run_config=RUN_CONFIG, instance=instance, asset_selection=to_run, raise_on_error=False
-    )
-    materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
-    checks = result.get_asset_check_evaluations()
-    failed_checks = [f"{c.check_name} ({c.severity.value})" for c in checks if not c.passed]
-    print(
-        f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'}: "
-        f"{len(materialized)} asset(s) materialized, {len(checks) - len(failed_checks)} of "
-        f"{len(checks)} checks passed"
-        + (f"; failed checks: {', '.join(failed_checks)}" if failed_checks else "")
-    )
-    return 0 if result.success else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gamerec", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     materialize = commands.add_parser(
@@ -249,8 +105,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--all", action="store_true", help="rebuild every selected asset, stale or not"
     )
     materialize.set_defaults(handler=materialize_command)
-    args = parser.parse_args(argv)
-    return args.handler(args)
+
+    recommend = commands.add_parser(
+        "recommend", help="top-K games for a known player, or for a new one from owned games"
+    )
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="USER_ID", help="a player in the training data")
+    who.add_argument("--games", nargs="+", metavar="TITLE", help="titles a new player owns")
+    _serving_options(recommend)
+    recommend.set_defaults(handler=recommend_command)
+
+    similar = commands.add_parser("similar", help="games nearest to a game, by item vector")
+    similar.add_argument("--game", required=True, metavar="TITLE")
+    _serving_options(similar)
+    similar.set_defaults(handler=similar_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        if args.command == "materialize":
+            raise
+        print(f"gamerec {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -62,6 +62,14 @@ class PathsResource(dg.ConfigurableResource):
         return Path(self.artifacts_dir) / "catalog.parquet"
 
     @property
+    def user_games(self) -> Path:
+        return Path(self.artifacts_dir) / "user_games.parquet"
+
+    @property
+    def user_tower(self) -> Path:
+        return Path(self.artifacts_dir) / "user_tower.npz"
+
+    @property
     def checkpoint(self) -> Path:
         return Path(self.artifacts_dir) / "two_tower.pt"
 

@@ -48,7 +48,7 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
         "gamerec_assets.core.trainer",
         "gamerec_assets.assets.training",
     ),
-    "item_embeddings": ("gamerec_assets.assets.training",),
+    "item_embeddings": ("gamerec_assets.core.recommend", "gamerec_assets.assets.training"),
     "eval_metrics": (
         "gamerec_assets.core.metrics",
         "gamerec_assets.core.baselines",

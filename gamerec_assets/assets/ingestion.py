@@ -47,8 +47,8 @@ def raw_interactions(
     kinds={"polars", "parquet"},
     description=(
         "One row per (user, game): original ids, contiguous user_idx/item_idx (sorted order of "
-        "the original ids) and play_time_hours. The game catalog (item_idx, game_id, title) is "
-        "written beside it to ARTIFACTS_DIR for serving."
+        "the original ids) and play_time_hours. For serving, the game catalog (item_idx, "
+        "game_id, title) and every player's games (user_games.parquet) go to ARTIFACTS_DIR."
     ),
 )
 def interactions(
@@ -58,6 +58,10 @@ def interactions(
     indexed = index_interactions(raw.frame)
     write_parquet_atomic(indexed.interactions, paths.interactions)
     write_parquet_atomic(indexed.catalog, paths.catalog)
+    write_parquet_atomic(
+        indexed.interactions.select("user_id", "user_idx", "item_idx", "play_time_hours"),
+        paths.user_games,
+    )
     context.log.info(
         f"{indexed.interactions.height} interactions, {indexed.n_users} users, "
         f"{indexed.n_items} games from {raw.description}"
@@ -75,7 +79,7 @@ def interactions(
             "path": dg.MetadataValue.path(str(paths.interactions)),
             "catalog_path": dg.MetadataValue.path(str(paths.catalog)),
         },
-        data_version=content_version(paths.interactions, paths.catalog),
+        data_version=content_version(paths.interactions, paths.catalog, paths.user_games),
     )
 
 

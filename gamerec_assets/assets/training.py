@@ -7,6 +7,7 @@ import torch
 
 from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path
+from gamerec_assets.core.recommend import save_user_tower
 from gamerec_assets.core.trainer import (
     checkpoint_fingerprint,
     fit_two_tower,
@@ -111,16 +112,20 @@ def checkpoint_weights_finite(paths: PathsResource) -> dg.AssetCheckResult:
     deps=[two_tower_checkpoint],
     group_name="training",
     kinds={"numpy"},
-    description="item_emb.npy: float32 [n_games, EMBED_DIM]; row i is the vector of item_idx i.",
+    description=(
+        "item_emb.npy: float32 [n_games, EMBED_DIM]; row i is the vector of item_idx i. Beside "
+        "it, user_tower.npz: the user tower as arrays, so serving needs neither torch nor a run."
+    ),
 )
 def item_embeddings(
     context: dg.AssetExecutionContext, paths: PathsResource
 ) -> dg.MaterializeResult:
-    model, _ = load_checkpoint(paths.checkpoint)
+    model, checkpoint = load_checkpoint(paths.checkpoint)
     vectors = model.item_vectors().cpu().numpy().astype(np.float32)
     with atomic_path(paths.item_embeddings) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, vectors)
+    save_user_tower(paths.user_tower, model, checkpoint["config"]["history_weighting"])
     norms = np.linalg.norm(vectors, axis=1)
     version = effective_version(context, "item_embeddings", {})
     return dg.MaterializeResult(
@@ -132,7 +137,7 @@ def item_embeddings(
             "mean_norm": float(norms.mean()),
             "path": dg.MetadataValue.path(str(paths.item_embeddings)),
         },
-        data_version=content_version(paths.item_embeddings),
+        data_version=content_version(paths.item_embeddings, paths.user_tower),
     )
 
 

@@ -1,0 +1,219 @@
+"""Top-K games from the artifacts alone: for a known player, a new player, or a game.
+
+Serving needs no Dagster run and no torch: the user tower is exported as plain arrays
+(`user_tower.npz`, written with `item_emb.npy`), so loading is numpy, polars and FAISS only and
+stays well under a second on Steam-200k-sized artifacts. A user's vector is computed the way
+`TwoTower.encode_users` computes it, from every game the player owns (`user_games.parquet`,
+written at ingestion); games the player owns are never recommended.
+"""
+
+import difflib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import polars as pl
+
+from gamerec_assets.core.index import read_index, search
+from gamerec_assets.core.io import atomic_path
+
+USER_TOWER_FILE = "user_tower.npz"
+USER_GAMES_FILE = "user_games.parquet"
+CLOSE_MATCHES = 5
+
+
+class UnknownGameError(KeyError):
+    """A title that is not in the catalog; the message lists the closest titles."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnknownUserError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_idx: int
+    game_id: Any
+    title: str
+    score: float
+
+
+def save_user_tower(path: str | Path, model: Any, history_weighting: bool) -> None:
+    """Write what encoding a user needs as arrays: the tables, the tower kind, normalisation."""
+    arrays: dict[str, np.ndarray] = {}
+    if model.uses_history:
+        arrays["history_embedding"] = model.history_embedding.weight.detach().cpu().numpy()
+    if model.uses_user_id:
+        arrays["user_embedding"] = model.user_embedding.weight.detach().cpu().numpy()
+    settings = {
+        "user_tower": model.user_tower,
+        "normalize": model.normalize,
+        "history_weighting": history_weighting,
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, settings=np.array(json.dumps(settings)), **arrays)
+
+
+@dataclass(frozen=True)
+class UserTower:
+    """The user tower as numpy: `vector` mirrors `TwoTower.encode_users` for one player."""
+
+    user_tower: str
+    normalize: bool
+    history_weighting: bool
+    history_embedding: np.ndarray | None
+    user_embedding: np.ndarray | None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UserTower":
+        with np.load(path, allow_pickle=False) as arrays:
+            settings = json.loads(str(arrays["settings"]))
+            return cls(
+                **settings,
+                history_embedding=arrays.get("history_embedding"),
+                user_embedding=arrays.get("user_embedding"),
+            )
+
+    def vector(
+        self, item_idx: np.ndarray, hours: np.ndarray | None, user_idx: int | None
+    ) -> np.ndarray:
+        """A player's vector from the games they own (and their ID row, if known and used)."""
+        dim = (
+            self.history_embedding if self.history_embedding is not None else self.user_embedding
+        ).shape[1]
+        vector = np.zeros(dim, dtype=np.float32)
+        if self.history_embedding is not None and len(item_idx):
+            weights = np.ones(len(item_idx), dtype=np.float32)
+            if self.history_weighting and hours is not None:
+                weights = 1.0 + np.log1p(np.maximum(np.nan_to_num(hours), 0.0)).astype(np.float32)
+            rows = self.history_embedding[item_idx]
+            vector += (weights[:, None] * rows).sum(axis=0) / weights.sum()
+        if self.user_embedding is not None and user_idx is not None:
+            vector += self.user_embedding[user_idx]
+        if self.normalize:
+            norm = float(np.linalg.norm(vector))
+            vector = vector / max(norm, 1e-12)  # F.normalize's epsilon: zero stays zero
+        return vector
+
+
+class Recommender:
+    """Recommendations from an artifacts folder (ARTIFACTS_DIR) of a materialized graph."""
+
+    def __init__(
+        self,
+        catalog: pl.DataFrame,
+        index: faiss.Index,
+        metric: str,
+        tower: UserTower,
+        user_games: pl.DataFrame,
+        item_vectors: np.ndarray,
+    ) -> None:
+        self.catalog, self.index, self.metric = catalog, index, metric
+        self.tower, self.user_games, self.item_vectors = tower, user_games, item_vectors
+        self._titles = {title: i for i, title in enumerate(catalog["title"].to_list())}
+
+    @classmethod
+    def load(cls, artifacts_dir: str | Path) -> "Recommender":
+        folder = Path(artifacts_dir)
+        needed = [
+            "catalog.parquet",
+            "item_emb.npy",
+            "index.faiss",
+            "index.json",
+            USER_TOWER_FILE,
+            USER_GAMES_FILE,
+        ]
+        missing = [name for name in needed if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder}: missing {', '.join(missing)}; materialize the graph first "
+                "(`gamerec materialize`), or point ARTIFACTS_DIR at its artifacts"
+            )
+        settings = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        return cls(
+            catalog=pl.read_parquet(folder / "catalog.parquet"),
+            index=read_index(folder / "index.faiss"),
+            metric=settings["metric"],
+            tower=UserTower.load(folder / USER_TOWER_FILE),
+            user_games=pl.read_parquet(folder / USER_GAMES_FILE),
+            item_vectors=np.load(folder / "item_emb.npy", mmap_mode="r"),
+        )
+
+    def item_idx_of_titles(self, titles: list[str]) -> np.ndarray:
+        """Catalog rows of exact titles; an unknown one raises with the closest matches."""
+        rows = []
+        for title in titles:
+            if title not in self._titles:
+                close = difflib.get_close_matches(title, self._titles, n=CLOSE_MATCHES, cutoff=0.5)
+                hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
+                raise UnknownGameError(f"unknown game {title!r}{hint}")
+            rows.append(self._titles[title])
+        return np.asarray(rows, dtype=np.int64)
+
+    def for_user(self, user_id: str | int, k: int = 10) -> list[Recommendation]:
+        """Top-k for a known player from every game they own, none of which is returned."""
+        games = self._games_of(user_id)
+        user_idx = int(games["user_idx"][0])
+        owned = games["item_idx"].to_numpy()
+        vector = self.tower.vector(owned, games["play_time_hours"].to_numpy(), user_idx)
+        return self._top(vector, k, exclude=owned)
+
+    def for_new_player(self, titles: list[str], k: int = 10) -> list[Recommendation]:
+        """Top-k for a player unseen in training, from the titles they own (fold-in)."""
+        if self.tower.history_embedding is None:
+            raise ValueError(
+                "this model's user tower is 'id', which cannot score new players; "
+                "train with GAMEREC_USER_TOWER=history or history+id"
+            )
+        owned = self.item_idx_of_titles(titles)
+        return self._top(self.tower.vector(owned, None, None), k, exclude=owned)
+
+    def similar(self, title: str, k: int = 10) -> list[Recommendation]:
+        """The k games nearest to one game by item vector, through the FAISS index."""
+        item = self.item_idx_of_titles([title])
+        vector = np.asarray(self.item_vectors[int(item[0])], dtype=np.float32)
+        return self._top(vector, k, exclude=item)
+
+    def _games_of(self, user_id: str | int) -> pl.DataFrame:
+        column = self.user_games["user_id"]
+        try:
+            key = int(user_id) if column.dtype.is_integer() else str(user_id)
+        except ValueError:
+            raise UnknownUserError(
+                f"unknown user {str(user_id)!r}: user ids are integers"
+            ) from None
+        games = self.user_games.filter(pl.col("user_id") == key)
+        if games.height == 0:
+            raise UnknownUserError(
+                f"unknown user {str(user_id)!r}: not in the training data "
+                f"({column.n_unique()} users); for a new player, pass the games they own"
+            )
+        return games
+
+    def _top(self, vector: np.ndarray, k: int, exclude: np.ndarray) -> list[Recommendation]:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        wanted = min(k + len(exclude), self.index.ntotal)
+        scores, items = search(self.index, vector[None, :].astype(np.float32), wanted, self.metric)
+        excluded = set(exclude.tolist())
+        results = []
+        for score, item in zip(scores[0], items[0], strict=True):
+            if item < 0 or int(item) in excluded:
+                continue
+            row = self.catalog.row(int(item), named=True)
+            results.append(Recommendation(int(item), row["game_id"], row["title"], float(score)))
+            if len(results) == k:
+                break
+        return results
+
+
+def as_dicts(recommendations: list[Recommendation]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in recommendations]

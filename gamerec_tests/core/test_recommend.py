@@ -1,0 +1,177 @@
+"""Serving from artifacts: the numpy user tower, the Recommender and the `gamerec` commands."""
+
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from gamerec_assets import Recommender, cli
+from gamerec_assets.core.model import TwoTower, UserHistory
+from gamerec_assets.core.recommend import (
+    UnknownGameError,
+    UnknownUserError,
+    UserTower,
+    save_user_tower,
+)
+from gamerec_assets.core.trainer import load_checkpoint, playtime_weights
+from gamerec_tests.assets.test_pipeline import GRAPH
+from gamerec_tests.conftest import small_resources
+
+# --- the user tower as numpy ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user_tower, normalize, weighting",
+    [
+        ("history", True, False),
+        ("history", False, True),
+        ("id", False, False),
+        ("history+id", True, True),
+    ],
+)
+def test_numpy_user_tower_equals_the_models_user_vectors(
+    tmp_path, user_tower, normalize, weighting
+):
+    torch.manual_seed(0)
+    model = TwoTower(6, 9, 5, user_tower=user_tower, normalize=normalize)
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(5), 3)  # user 5 owns nothing
+    items = np.concatenate([rng.choice(9, 3, replace=False) for _ in range(5)])
+    hours = rng.uniform(0, 50, len(users))
+    weights = playtime_weights(hours) if weighting else None
+    expected = model.user_vectors(UserHistory.from_pairs(users, items, 6, weights)).numpy()
+
+    save_user_tower(tmp_path / "tower.npz", model, weighting)
+    tower = UserTower.load(tmp_path / "tower.npz")
+    for user in range(6):
+        mine = users == user
+        got = tower.vector(items[mine], hours[mine], user)
+        np.testing.assert_allclose(got, expected[user], rtol=1e-5, atol=1e-6)
+
+
+# --- the Recommender on a materialized graph -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving")
+    result = dg.materialize(
+        GRAPH, resources=small_resources(folder), instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    return folder / "artifacts"
+
+
+def _brute_force(vector, item_vectors, exclude, k):
+    scores = item_vectors @ vector
+    scores[list(exclude)] = -np.inf
+    return np.argsort(-scores, kind="stable")[:k].tolist()
+
+
+def test_for_user_is_the_exact_top_k_without_owned_games(artifacts):
+    recommender = Recommender.load(artifacts)
+    games = pl.read_parquet(artifacts / "user_games.parquet")
+    user_id = games["user_id"][0]
+    owned = set(games.filter(pl.col("user_id") == user_id)["item_idx"].to_list())
+    found = recommender.for_user(user_id, k=10)
+    assert len(found) == 10
+    assert not owned & {r.item_idx for r in found}
+    assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
+    # the default flat index is exact: same games as brute force over item_emb.npy
+    model, _ = load_checkpoint(artifacts / "two_tower.pt")
+    mine = games.filter(pl.col("user_id") == user_id)
+    vector = recommender.tower.vector(
+        mine["item_idx"].to_numpy(), mine["play_time_hours"].to_numpy(), int(mine["user_idx"][0])
+    )
+    item_vectors = np.load(artifacts / "item_emb.npy")
+    assert [r.item_idx for r in found] == _brute_force(vector, item_vectors, owned, 10)
+    catalog = pl.read_parquet(artifacts / "catalog.parquet")
+    assert found[0].title == catalog["title"][found[0].item_idx]
+    # the id given as text (as on the command line) finds the same user
+    assert recommender.for_user(str(user_id), k=10) == found
+
+
+def test_new_player_fold_in_matches_the_model(artifacts):
+    recommender = Recommender.load(artifacts)
+    catalog = pl.read_parquet(artifacts / "catalog.parquet")
+    titles = catalog["title"][[3, 7, 11]].to_list()
+    found = recommender.for_new_player(titles, k=5)
+    assert {3, 7, 11}.isdisjoint(r.item_idx for r in found)
+    model, _ = load_checkpoint(artifacts / "two_tower.pt")
+    vector = model.fold_in(UserHistory.from_item_lists([[3, 7, 11]]))[0].numpy()
+    expected = _brute_force(vector, model.item_vectors().numpy(), {3, 7, 11}, 5)
+    assert [r.item_idx for r in found] == expected
+
+
+def test_similar_games_exclude_the_game_itself(artifacts):
+    recommender = Recommender.load(artifacts)
+    title = recommender.catalog["title"][0]
+    found = recommender.similar(title, k=4)
+    assert len(found) == 4 and 0 not in {r.item_idx for r in found}
+    item_vectors = np.load(artifacts / "item_emb.npy")
+    assert [r.item_idx for r in found] == _brute_force(item_vectors[0], item_vectors, {0}, 4)
+
+
+def test_unknown_users_and_titles_get_clear_errors(artifacts):
+    recommender = Recommender.load(artifacts)
+    with pytest.raises(UnknownUserError, match="unknown user '42': not in the training data"):
+        recommender.for_user(42)
+    with pytest.raises(UnknownUserError, match="user ids are integers"):
+        recommender.for_user("alice")
+    title = recommender.catalog["title"][5]
+    with pytest.raises(UnknownGameError, match=f"closest: '{title}'"):
+        recommender.similar(title.lower() + "x")
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        recommender.similar(title, k=0)
+
+
+def test_load_names_missing_artifacts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing catalog.parquet.*materialize the graph"):
+        Recommender.load(tmp_path)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_recommend_and_similar_commands(artifacts, capsys):
+    games = pl.read_parquet(artifacts / "user_games.parquet")
+    user_id = str(games["user_id"][0])
+    assert cli.main(["recommend", "--user", user_id, "-k", "3", "--artifacts", str(artifacts)]) == 0
+    out = capsys.readouterr().out
+    assert f"Top 3 for user {user_id}" in out and out.count("\n") == 4
+
+    expected = Recommender.load(artifacts).for_user(user_id, 3)
+    assert (
+        cli.main(
+            ["recommend", "--user", user_id, "-k", "3", "--json", "--artifacts", str(artifacts)]
+        )
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["item_idx"] for row in rows] == [r.item_idx for r in expected]
+    assert set(rows[0]) == {"item_idx", "game_id", "title", "score"}
+
+    titles = Recommender.load(artifacts).catalog["title"][[1, 2]].to_list()
+    assert cli.main(["recommend", "--games", *titles, "--artifacts", str(artifacts)]) == 0
+    assert "new player who owns 2 game(s)" in capsys.readouterr().out
+    assert (
+        cli.main(
+            ["similar", "--game", titles[0], "-k", "2", "--json", "--artifacts", str(artifacts)]
+        )
+        == 0
+    )
+    assert len(json.loads(capsys.readouterr().out)) == 2
+
+
+def test_commands_report_bad_ids_and_titles_with_exit_code_2(artifacts, capsys, monkeypatch):
+    monkeypatch.setenv("ARTIFACTS_DIR", str(artifacts))
+    assert cli.main(["recommend", "--user", "1"]) == 2
+    assert "unknown user '1'" in capsys.readouterr().err
+    assert cli.main(["similar", "--game", "No Such Game"]) == 2
+    assert "unknown game 'No Such Game'" in capsys.readouterr().err
+    monkeypatch.setenv("ARTIFACTS_DIR", str(artifacts.parent / "nowhere"))
+    assert cli.main(["recommend", "--user", "1"]) == 2
+    assert "materialize the graph first" in capsys.readouterr().err
