@@ -46,6 +46,7 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
     "two_tower_checkpoint": (
         "gamerec_assets.core.model",
         "gamerec_assets.core.trainer",
+        "gamerec_assets.core.plots",
         "gamerec_assets.assets.training",
     ),
     "item_embeddings": ("gamerec_assets.core.recommend", "gamerec_assets.assets.training"),
@@ -55,7 +56,11 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
         "gamerec_assets.core.evaluation",
         "gamerec_assets.assets.evaluation",
     ),
-    "faiss_index": ("gamerec_assets.core.index", "gamerec_assets.assets.serving"),
+    "faiss_index": (
+        "gamerec_assets.core.index",
+        "gamerec_assets.core.recommend",
+        "gamerec_assets.assets.serving",
+    ),
 }
 OWN_RESOURCES: dict[str, tuple[str, ...]] = {
     "raw_interactions": ("source",),

@@ -12,7 +12,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from gamerec_assets.assets.common import content_version
+from gamerec_assets.assets.common import content_version, markdown_table
 from gamerec_assets.core.index import (
     build_index,
     prepare_vectors,
@@ -22,6 +22,7 @@ from gamerec_assets.core.index import (
     write_index,
 )
 from gamerec_assets.core.io import write_json_atomic
+from gamerec_assets.core.recommend import Recommender, sample_recommendations
 from gamerec_assets.resources import IndexResource, PathsResource
 from gamerec_assets.versioning import effective_version
 
@@ -72,6 +73,7 @@ def faiss_index(
         f"{type(built).__name__} over {built.ntotal} games in {build_seconds:.2f}s, "
         f"recall@{RECALL_K} against exact {recall:.4f}"
     )
+    samples = sample_recommendations(Recommender.load(paths.artifacts_dir))
     version = effective_version(context, "faiss_index", {"index": index})
     return dg.MaterializeResult(
         tags=version["tags"],
@@ -84,6 +86,7 @@ def faiss_index(
             "bytes": paths.faiss_index.stat().st_size,
             "build_seconds": round(build_seconds, 4),
             f"recall@{RECALL_K}_vs_exact": recall,
+            "sample_recommendations": dg.MetadataValue.md(markdown_table(samples)),
             "path": dg.MetadataValue.path(str(paths.faiss_index)),
         },
         data_version=content_version(paths.faiss_index, paths.faiss_index_settings),

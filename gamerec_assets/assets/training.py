@@ -1,5 +1,7 @@
 """Stage 3, training: the two-tower checkpoint and the item embeddings FAISS serves."""
 
+import base64
+
 import dagster as dg
 import numpy as np
 import polars as pl
@@ -7,6 +9,7 @@ import torch
 
 from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path
+from gamerec_assets.core.plots import training_curve_png
 from gamerec_assets.core.recommend import save_user_tower
 from gamerec_assets.core.trainer import (
     checkpoint_fingerprint,
@@ -69,6 +72,10 @@ def two_tower_checkpoint(
     )
     result = fit.final
     save_checkpoint(paths.checkpoint, result)
+    phases = {"train" if fit.tuning is None else "refit": result.epoch_losses}
+    if fit.tuning is not None:
+        phases = {"tune": fit.tuning.epoch_losses, **phases}
+    curve = training_curve_png(phases, fit.tuning.tuning_ndcg if fit.tuning else None)
     version = effective_version(context, "two_tower_checkpoint", {"training": training})
     return dg.MaterializeResult(
         tags=version["tags"],
@@ -76,6 +83,9 @@ def two_tower_checkpoint(
             **version["metadata"],
             "final_loss": result.epoch_losses[-1],
             "epoch_losses": dg.MetadataValue.json(result.epoch_losses),
+            "training_curve": dg.MetadataValue.md(
+                f"![training curve](data:image/png;base64,{base64.b64encode(curve).decode()})"
+            ),
             "epochs_trained": len(result.epoch_losses),
             "best_epoch": result.best_epoch,
             "tuning_ndcg": dg.MetadataValue.json(result.tuning_ndcg),

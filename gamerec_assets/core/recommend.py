@@ -215,5 +215,32 @@ class Recommender:
         return results
 
 
+def sample_recommendations(
+    recommender: Recommender, n_users: int = 3, k: int = 5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """For a seeded sample of players with at least 3 games: their most-played games and
+    the top k recommended, by title (a table to eyeball in the UI)."""
+    games = recommender.user_games
+    players = games.group_by("user_id").len().filter(pl.col("len") >= 3).sort("user_id")
+    if players.height == 0:
+        return []
+    chosen = players.sample(n=min(n_users, players.height), seed=seed)["user_id"].to_list()
+    titles = recommender.catalog["title"]
+    rows = []
+    for user_id in chosen:
+        mine = games.filter(pl.col("user_id") == user_id).sort("play_time_hours", descending=True)
+        rows.append(
+            {
+                "user_id": user_id,
+                "games": mine.height,
+                "most played": ", ".join(titles.gather(mine["item_idx"].head(3)).to_list()),
+                f"top {k} recommended": ", ".join(
+                    r.title for r in recommender.for_user(user_id, k)
+                ),
+            }
+        )
+    return rows
+
+
 def as_dicts(recommendations: list[Recommendation]) -> list[dict[str, Any]]:
     return [asdict(r) for r in recommendations]

@@ -1,5 +1,6 @@
 """The whole graph through `dagster.materialize` on small synthetic data, and on Steam-200k."""
 
+import base64
 import json
 
 import dagster as dg
@@ -114,6 +115,26 @@ def test_metadata_describes_each_asset(built):
     assert len(checkpoint["epoch_losses"].value) == checkpoint["epochs_trained"].value
     assert "popularity_recall@20" in metadata["eval_metrics"]
     assert metadata["faiss_index"]["ntotal"].value == metadata["interactions"]["n_games"].value
+    # the training curve is an embedded PNG the UI renders
+    curve = metadata["two_tower_checkpoint"]["training_curve"].value
+    prefix = "![training curve](data:image/png;base64,"
+    assert curve.startswith(prefix) and curve.endswith(")")
+    assert base64.b64decode(curve[len(prefix) : -1]).startswith(b"\x89PNG")
+    # sample recommendations name real catalog titles, none of them a game the user owns
+    resources, _ = built
+    paths = resources["paths"]
+    catalog = pl.read_parquet(paths.catalog)
+    samples = metadata["faiss_index"]["sample_recommendations"].value.splitlines()
+    assert samples[0] == "| user_id | games | most played | top 5 recommended |"
+    assert len(samples) == 2 + 3
+    user_games = pl.read_parquet(paths.user_games)
+    for line in samples[2:]:
+        user_id, _, most_played, recommended = (cell.strip() for cell in line.strip("|").split("|"))
+        titles = recommended.split(", ")
+        assert len(titles) == 5 and set(titles) <= set(catalog["title"])
+        owned = user_games.filter(pl.col("user_id") == int(user_id))["item_idx"]
+        assert not set(titles) & set(catalog["title"].gather(owned))
+        assert set(most_played.split(", ")) <= set(catalog["title"].gather(owned))
 
 
 def test_index_alone_rebuilds_from_stored_embeddings(built, instance):

@@ -1,0 +1,35 @@
+"""Small PNG charts for the Dagster UI: the training curve, rendered off-screen (Agg)."""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def training_curve_png(
+    losses: dict[str, list[float]], tuning_ndcg: list[float] | None = None
+) -> bytes:
+    """Loss per epoch for each phase (e.g. tune, refit) and, on a second axis, the tuning
+    split's NDCG@20 per epoch, as PNG bytes."""
+    figure, loss_axis = plt.subplots(figsize=(6, 3.2), dpi=100)
+    for phase, values in losses.items():
+        epochs = range(1, len(values) + 1)
+        loss_axis.plot(epochs, values, marker="o", label=f"{phase} loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("InfoNCE loss")
+    handles, labels = loss_axis.get_legend_handles_labels()
+    if tuning_ndcg:
+        ndcg_axis = loss_axis.twinx()
+        epochs = range(1, len(tuning_ndcg) + 1)
+        ndcg_axis.plot(epochs, tuning_ndcg, color="tab:green", marker="s", label="tuning NDCG@20")
+        ndcg_axis.set_ylabel("NDCG@20")
+        more_handles, more_labels = ndcg_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    loss_axis.legend(handles, labels, loc="best", fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
