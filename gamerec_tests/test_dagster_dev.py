@@ -3,6 +3,7 @@ webserver's GraphQL API (the calls the UI makes), metadata read back the same wa
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from gamerec_tests.conftest import ALL_ASSETS, REPO_ROOT, project_environment
 from gamerec_tests.test_dagster_commands import DAGSTER
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 STARTUP_SECONDS = 180
 RUN_SECONDS = 600
 
@@ -211,3 +213,51 @@ def test_ui_runs_the_graph_then_the_index_alone_and_shows_the_metadata(webserver
     assert {"ntotal", "catalog_games"} <= labels
     gate = webserver.checks("eval_metrics")["model_beats_popularity"]
     assert gate["blocking"] and gate["executionForLatestMaterialization"]["status"] == "SUCCEEDED"
+
+
+# --- the UI in a real browser --------------------------------------------------------------------
+
+BROWSER = next((found for name in BROWSERS if (found := shutil.which(name)) is not None), None)
+SCREENSHOTS = REPO_ROOT / "test-artifacts"
+
+
+def headless(url: str, *args: str) -> str:
+    """Load a page in headless Chromium, let its scripts and queries settle, return stdout."""
+    completed = subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",  # CI runs as root in a container
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=30000",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout
+
+
+@pytest.mark.skipif(
+    BROWSER is None, reason="no Chromium here (Debian: apt-get install chromium; .ci/run does)"
+)
+def test_browser_shows_every_asset_and_the_lineage(webserver):
+    """Runs after the graph test above, so the UI has materializations to show."""
+    webserver.graphql("mutation { setNuxSeen }")  # the first-visit dialog, as the UI dismisses it
+    catalog = headless(f"{webserver.url}/assets", "--dump-dom")
+    missing = [key for key in ["raw_interactions", *ALL_ASSETS] if f">{key}<" not in catalog]
+    assert not missing, f"asset catalog page lacks {missing}"
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    lineage = "assets/faiss_index?view=lineage&lineageScope=upstream&lineageDepth=10"
+    for name, page in [("asset_graph", lineage), ("eval_metrics", "assets/eval_metrics")]:
+        target = SCREENSHOTS / f"{name}.png"
+        target.unlink(missing_ok=True)
+        headless(f"{webserver.url}/{page}", f"--screenshot={target}")
+        assert target.read_bytes().startswith(b"\x89PNG"), name
+        assert target.stat().st_size > 20_000, f"{name}: a blank page?"
