@@ -230,7 +230,8 @@ def headless(url: str, *args: str) -> str:
             "--no-sandbox",  # CI runs as root in a container
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1600,1000",
+            # wide enough that the graph draws full nodes, names untruncated
+            "--window-size=2400,1400",
             "--virtual-time-budget=30000",
             *args,
             url,
@@ -249,15 +250,21 @@ def headless(url: str, *args: str) -> str:
 def test_browser_shows_every_asset_and_the_lineage(webserver):
     """Runs after the graph test above, so the UI has materializations to show."""
     webserver.graphql("mutation { setNuxSeen }")  # the first-visit dialog, as the UI dismisses it
-    catalog = headless(f"{webserver.url}/assets", "--dump-dom")
-    missing = [key for key in ["raw_interactions", *ALL_ASSETS] if f">{key}<" not in catalog]
-    assert not missing, f"asset catalog page lacks {missing}"
+    # the lineage of faiss_index, upstream: every asset of the graph, grouped by stage
+    graph_page = (
+        f"{webserver.url}/assets/faiss_index?view=lineage&lineageScope=upstream&lineageDepth=10"
+    )
+    graph = headless(graph_page, "--dump-dom")
+    missing = [key for key in ["raw_interactions", *ALL_ASSETS] if f">{key}<" not in graph]
+    assert not missing, f"the asset graph page does not show {missing}"
 
     SCREENSHOTS.mkdir(exist_ok=True)
-    lineage = "assets/faiss_index?view=lineage&lineageScope=upstream&lineageDepth=10"
-    for name, page in [("asset_graph", lineage), ("eval_metrics", "assets/eval_metrics")]:
+    for name, page in [
+        ("asset_graph", graph_page),
+        ("eval_metrics", f"{webserver.url}/assets/eval_metrics"),
+    ]:
         target = SCREENSHOTS / f"{name}.png"
         target.unlink(missing_ok=True)
-        headless(f"{webserver.url}/{page}", f"--screenshot={target}")
+        headless(page, f"--screenshot={target}")
         assert target.read_bytes().startswith(b"\x89PNG"), name
         assert target.stat().st_size > 20_000, f"{name}: a blank page?"
