@@ -221,7 +221,7 @@ BROWSER = next((found for name in BROWSERS if (found := shutil.which(name)) is n
 SCREENSHOTS = REPO_ROOT / "test-artifacts"
 
 
-def headless(url: str, *args: str) -> str:
+def headless(url: str, *args: str, window: str = "2400,1400") -> str:
     """Load a page in headless Chromium, let its scripts and queries settle, return stdout."""
     completed = subprocess.run(
         [
@@ -231,7 +231,7 @@ def headless(url: str, *args: str) -> str:
             "--disable-gpu",
             "--hide-scrollbars",
             # wide enough that the graph draws full nodes, names untruncated
-            "--window-size=2400,1400",
+            f"--window-size={window}",
             "--virtual-time-budget=30000",
             *args,
             url,
@@ -259,12 +259,14 @@ def test_browser_shows_every_asset_and_the_lineage(webserver):
     assert not missing, f"the asset graph page does not show {missing}"
 
     SCREENSHOTS.mkdir(exist_ok=True)
-    for name, page in [
-        ("asset_graph", graph_page),
-        ("eval_metrics", f"{webserver.url}/assets/eval_metrics"),
+    metrics_page = f"{webserver.url}/assets/eval_metrics"
+    # tall enough to reach the metrics table, below the numeric entries
+    for name, page, window in [
+        ("asset_graph", graph_page, "2400,1400"),
+        ("eval_metrics", metrics_page, "2400,2600"),
     ]:
         target = SCREENSHOTS / f"{name}.png"
         target.unlink(missing_ok=True)
-        headless(page, f"--screenshot={target}")
+        headless(page, f"--screenshot={target}", window=window)
         assert target.read_bytes().startswith(b"\x89PNG"), name
         assert target.stat().st_size > 20_000, f"{name}: a blank page?"
