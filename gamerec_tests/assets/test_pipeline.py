@@ -180,6 +180,41 @@ def test_blocking_check_stops_bad_input_and_keeps_good_artifacts(tmp_path, insta
     assert {path: path.read_bytes() for path in kept} == before
 
 
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda frame: frame.rename({"user_id": "player"}), "missing required column(s) user_id"),
+        (
+            lambda frame: frame.with_columns(play_time_hours=pl.lit("lots")),
+            "column play_time_hours: expected a number",
+        ),
+    ],
+    ids=["missing-column", "text-hours"],
+)
+def test_unreadable_input_fails_the_run_and_leaves_every_artifact_as_it_was(
+    tmp_path, instance, corrupt, message
+):
+    source_file = tmp_path / "interactions.csv"
+    frame = clustered_interactions()
+    frame.write_csv(source_file)
+    resources = small_resources(tmp_path, kind="interactions", path=str(source_file))
+    assert materialize(resources, instance).success
+    artifacts = sorted(path for path in (tmp_path / "artifacts").iterdir())
+    data = sorted(path for path in (tmp_path / "data").iterdir())
+    before = {path: path.read_bytes() for path in artifacts + data}
+
+    corrupt(frame).write_csv(source_file)
+    result = materialize(resources, instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert message in str(failure.event_specific_data.error) and str(source_file) in str(
+        failure.event_specific_data.error
+    )
+    after = sorted((tmp_path / "artifacts").iterdir()) + sorted((tmp_path / "data").iterdir())
+    assert after == artifacts + data  # no temporary file left behind
+    assert {path: path.read_bytes() for path in after} == before
+
+
 def test_trained_model_clearly_beats_popularity_on_synthetic_data(tmp_path, instance):
     resources = small_resources(
         tmp_path, synthetic_users=3_000, synthetic_games=400, synthetic_interactions=45_000
