@@ -81,7 +81,6 @@ def test_for_user_is_the_exact_top_k_without_owned_games(artifacts):
     assert not owned & {r.item_idx for r in found}
     assert [r.score for r in found] == sorted((r.score for r in found), reverse=True)
     # the default flat index is exact: same games as brute force over item_emb.npy
-    model, _ = load_checkpoint(artifacts / "two_tower.pt")
     mine = games.filter(pl.col("user_id") == user_id)
     vector = recommender.tower.vector(
         mine["item_idx"].to_numpy(), mine["play_time_hours"].to_numpy(), int(mine["user_idx"][0])
