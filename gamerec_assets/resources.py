@@ -70,6 +70,11 @@ class PathsResource(dg.ConfigurableResource):
         return Path(self.artifacts_dir) / "user_tower.npz"
 
     @property
+    def training_state(self) -> Path:
+        """Per-epoch training state of an unfinished run; removed once the checkpoint is in."""
+        return Path(self.artifacts_dir) / "training_state"
+
+    @property
     def checkpoint(self) -> Path:
         return Path(self.artifacts_dir) / "two_tower.pt"
 
@@ -213,11 +218,20 @@ class TrainingResource(dg.ConfigurableResource):
         ),
     )
 
+    epoch_checkpoints: bool = Field(
+        default=True,
+        description=(
+            "GAMEREC_EPOCH_CHECKPOINTS: save the training state after every epoch under "
+            "ARTIFACTS_DIR/training_state, so a killed run resumes there. Not part of the "
+            "model's version: it changes no weight."
+        ),
+    )
+
     def version_fields(self) -> dict[str, object]:
         return {f"training.{k}": v for k, v in asdict(self.train_config()).items()}
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.model_dump())
+        return TrainConfig(**self.model_dump(exclude={"epoch_checkpoints"}))
 
 
 class EvaluationResource(dg.ConfigurableResource):
@@ -325,6 +339,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "GAMEREC_PATIENCE": ("training", "patience"),
     "GAMEREC_REFIT": ("training", "refit"),
     "GAMEREC_SPARSE_GRADIENTS": ("training", "sparse_gradients"),
+    "GAMEREC_EPOCH_CHECKPOINTS": ("training", "epoch_checkpoints"),
     "VAL_K": ("evaluation", "k"),
     "GAMEREC_EASE_BASELINE": ("evaluation", "ease_baseline"),
     "GAMEREC_EASE_L2": ("evaluation", "ease_l2"),

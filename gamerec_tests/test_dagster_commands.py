@@ -3,11 +3,15 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import polars as pl
 import pytest
+import torch
 
 from gamerec_tests.conftest import REPO_ROOT, STEAM_200K, project_environment, requires_steam_200k
 
@@ -79,3 +83,48 @@ def test_materialize_on_steam_200k(cli_env, tmp_path):
     assert metrics["n_eval_users"] == 6_693
     index_only = materialize(env, "faiss_index")
     assert index_only.returncode == 0, index_only.stderr[-3000:]
+
+
+def test_training_killed_with_sigkill_leaves_no_partial_file_and_the_rerun_resumes(
+    cli_env, tmp_path
+):
+    """SIGKILL in the middle of training: nothing half-written is left under a real name, and
+    the same command resumes from the last completed epoch, says so, and finishes cleanly."""
+    env = {**cli_env, "TRAIN_EPOCHS": "40", "BATCH_SIZE": "64"}
+    artifacts, state = tmp_path / "artifacts", tmp_path / "artifacts" / "training_state"
+    command = [DAGSTER, "asset", "materialize", "-m", "gamerec_assets.definitions", "--select", "*"]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so the kill reaches every child
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (state / "tune.pt").exists():
+            assert process.poll() is None, "the run ended before the first epoch was saved"
+            assert time.monotonic() < deadline, "no epoch checkpoint within 300 s"
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (artifacts / "two_tower.pt").exists()  # killed before training finished
+    saved = torch.load(state / "tune.pt", weights_only=True)
+    assert 1 <= saved["epoch"] < 40
+    for path in artifacts.rglob("*"):  # every file under a real name is complete
+        if path.suffix == ".parquet":
+            pl.read_parquet(path)
+
+    rerun = materialize(env, "*")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from the epoch checkpoint" in rerun.stderr
+    assert f"tune epoch {saved['epoch']}:" not in rerun.stderr  # that epoch was not redone
+    assert f"tune epoch {saved['epoch'] + 1}:" in rerun.stderr
+    assert not state.exists()  # removed once the checkpoint is in
+    leftovers = [p for p in tmp_path.rglob("*.tmp")]
+    assert leftovers == []
+    checkpoint = torch.load(artifacts / "two_tower.pt", weights_only=True)
+    assert checkpoint["best_epoch"] >= 1 and len(checkpoint["tuning_ndcg"]) > saved["epoch"]

@@ -19,6 +19,15 @@ def test_defaults_are_the_tuned_model_under_the_seeds_names():
     assert resources["source"].kind == "synthetic"
     assert resources["split"].strategy == "max_playtime"
     assert (resources["paths"].data_dir, resources["paths"].artifacts_dir) == ("data", "artifacts")
+    assert resources["training"].epoch_checkpoints is True
+
+
+def test_epoch_checkpoints_are_not_part_of_the_models_version():
+    """Turning them off changes no weight, so it must not make the checkpoint stale."""
+    on = resources_from_env({})["training"]
+    off = resources_from_env({"GAMEREC_EPOCH_CHECKPOINTS": "false"})["training"]
+    assert on.version_fields() == off.version_fields()
+    assert on.train_config() == off.train_config()
 
 
 def test_env_vars_override_every_setting():
@@ -41,6 +50,7 @@ def test_env_vars_override_every_setting():
             "GAMEREC_REFIT": "0",
             "GAMEREC_EVAL_USERS": "500",
             "GAMEREC_SPARSE_GRADIENTS": "false",
+            "GAMEREC_EPOCH_CHECKPOINTS": "false",
         }
     )
     config = resources["training"].train_config()
@@ -55,6 +65,7 @@ def test_env_vars_override_every_setting():
     assert training.seed == resources["split"].seed == resources["source"].synthetic_seed == 42
     assert resources["evaluation"].seed == 42 and resources["evaluation"].sample_users == 500
     assert config.sparse_gradients is False
+    assert training.epoch_checkpoints is False
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
     assert resources["split"].strategy == "random"

@@ -1,6 +1,7 @@
 """Stage 3, training: the two-tower checkpoint and the item embeddings FAISS serves."""
 
 import base64
+import shutil
 
 import dagster as dg
 import numpy as np
@@ -39,7 +40,8 @@ ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
         "negatives with logQ correction and accidental-hit masking, positives weighted by play "
         "time. Epochs chosen on a tuning split carved from train, then refit on all of train. "
         "A self-describing checkpoint: weights, model arguments, every hyperparameter, seed, "
-        "losses and tuning scores per epoch."
+        "losses and tuning scores per epoch. The training state is saved after every epoch, "
+        "so a killed run resumes from its last completed epoch."
     ),
 )
 def two_tower_checkpoint(
@@ -68,10 +70,19 @@ def two_tower_checkpoint(
         context.log.info(f"{phase} epoch {epoch}: loss {loss:.4f}{score}")
 
     fit = fit_two_tower(
-        train, n_users, n_items, config, split.strategy, device, on_epoch_end=log_epoch
+        train,
+        n_users,
+        n_items,
+        config,
+        split.strategy,
+        device,
+        on_epoch_end=log_epoch,
+        state_dir=paths.training_state if training.epoch_checkpoints else None,
+        log=context.log.info,
     )
     result = fit.final
     save_checkpoint(paths.checkpoint, result)
+    shutil.rmtree(paths.training_state, ignore_errors=True)
     phases = {"train" if fit.tuning is None else "refit": result.epoch_losses}
     if fit.tuning is not None:
         phases = {"tune": fit.tuning.epoch_losses, **phases}

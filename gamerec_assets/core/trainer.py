@@ -18,7 +18,10 @@ leave-one-out, same strategy), trains on the rest while scoring each epoch's NDC
 after `patience` epochs without improvement, and keeps the best epoch; with `refit`, it then
 retrains on all the training data for that many epochs. The evaluation hold-out is never seen.
 The checkpoint describes itself (weights, model arguments, every hyperparameter, seed, epochs,
-losses) and is written atomically, read with `weights_only=True`.
+losses) and is written atomically, read with `weights_only=True`. With `EpochCheckpoints`, the
+full training state (weights, optimizer, batch-order generator, losses, best epoch so far) is
+saved after every completed epoch under a key of the data and configuration, so a killed run
+resumes where it stopped and finishes with the same weights as one that never stopped.
 """
 
 import copy
@@ -112,6 +115,18 @@ class TuningSet:
     users: np.ndarray
     items: np.ndarray
     k: int = 20
+
+
+@dataclass(frozen=True)
+class EpochCheckpoints:
+    """Where to save the training state after each completed epoch, and how to say so.
+
+    `path` is one file per training phase; a run whose data and configuration match the saved
+    key resumes after the saved epoch, any other run ignores the file and overwrites it.
+    """
+
+    path: Path
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -214,18 +229,22 @@ def train_two_tower(
     tuning: TuningSet | None = None,
     on_epoch_end: Callable[[int, float, float | None], None] | None = None,
     progress: bool | None = None,
+    checkpoints: EpochCheckpoints | None = None,
 ) -> TrainResult:
     """Train on positive pairs; deterministic for a seed on CPU.
 
     With `tuning`, stops after `patience` epochs without a better tuning NDCG and returns the
-    best epoch's weights (`best_epoch`); without it, trains `epochs` epochs.
+    best epoch's weights (`best_epoch`); without it, trains `epochs` epochs. With
+    `checkpoints`, saves the state after each epoch and resumes from a matching saved state.
     """
     # Multi-threaded embedding backward passes on CPU are otherwise racy; restore the
     # process-wide setting afterwards so other code (and CUDA runs) is not affected.
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(device.type == "cpu" or was_deterministic)
     try:
-        return _train(pairs, n_users, n_items, config, device, tuning, on_epoch_end, progress)
+        return _train(
+            pairs, n_users, n_items, config, device, tuning, on_epoch_end, progress, checkpoints
+        )
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
@@ -239,6 +258,7 @@ def _train(
     tuning: TuningSet | None,
     on_epoch_end: Callable[[int, float, float | None], None] | None,
     progress: bool | None,
+    checkpoints: EpochCheckpoints | None,
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
@@ -268,9 +288,25 @@ def _train(
     show_progress = sys.stderr.isatty() if progress is None else progress
 
     result = TrainResult(model=model, config=config)
-    best_state, best_score = None, -np.inf
+    best_state, best_score, epoch = None, -np.inf, 0
+    run_key = _training_run_key(pairs, n_users, n_items, config, tuning, device)
+    saved = _load_epoch_state(checkpoints, run_key)
+    if saved is not None:
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer_state"])
+        generator.set_state(saved["generator_state"])
+        epoch, best_score = saved["epoch"], saved["best_score"]
+        best_state = saved["best_state"]
+        result.epoch_losses = list(saved["epoch_losses"])
+        result.tuning_ndcg = list(saved["tuning_ndcg"])
+        result.best_epoch = saved["best_epoch"]
+        checkpoints.log(
+            f"resuming from the epoch checkpoint {checkpoints.path}: epoch {epoch} of at most "
+            f"{config.epochs} was complete"
+        )
     started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    while not _finished(epoch, result.best_epoch, config, tuning):
+        epoch += 1
         model.train()
         total, batches = 0.0, 0
         batch_rows = list(shuffled_batches(len(users), config.batch_size, generator))
@@ -304,15 +340,84 @@ def _train(
                 best_state = copy.deepcopy(model.state_dict())
         else:
             result.best_epoch = epoch
+        if checkpoints is not None:
+            _save_epoch_state(
+                checkpoints.path,
+                {
+                    "run_key": run_key,
+                    "epoch": epoch,
+                    "model_state": model.state_dict(),
+                    "optimizer_state": optimizer.state_dict(),
+                    "generator_state": generator.get_state(),
+                    "epoch_losses": result.epoch_losses,
+                    "tuning_ndcg": result.tuning_ndcg,
+                    "best_epoch": result.best_epoch,
+                    "best_score": float(best_score),
+                    "best_state": best_state,
+                },
+            )
         if on_epoch_end is not None:
             on_epoch_end(epoch, result.epoch_losses[-1], score)
-        if tuning is not None and epoch - result.best_epoch >= config.patience:
-            break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     model.eval()
     return result
+
+
+def _finished(epoch: int, best_epoch: int, config: TrainConfig, tuning: TuningSet | None) -> bool:
+    """All epochs run, or (when tuning) `patience` epochs without a better score."""
+    return epoch >= config.epochs or (tuning is not None and epoch - best_epoch >= config.patience)
+
+
+def _training_run_key(
+    pairs: TrainingPairs,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    tuning: TuningSet | None,
+    device: torch.device,
+) -> str:
+    """Hash of everything that decides a training run's weights, so only the same run resumes."""
+    digest = hashlib.sha256()
+    arrays = [pairs.users, pairs.items, pairs.hours]
+    arrays += [tuning.users, tuning.items] if tuning is not None else [None, None]
+    for array in arrays:
+        digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+    settings = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(config),
+        "n_users": n_users,
+        "n_items": n_items,
+        "tuning_k": None if tuning is None else tuning.k,
+        "device": device.type,
+        "dtypes": [None if a is None else str(np.asarray(a).dtype) for a in arrays],
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _save_epoch_state(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_epoch_state(checkpoints: EpochCheckpoints | None, run_key: str) -> dict[str, Any] | None:
+    """The saved state when it belongs to this run; None (and a log line) otherwise."""
+    if checkpoints is None or not Path(checkpoints.path).exists():
+        return None
+    try:
+        state = torch.load(checkpoints.path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable: a run killed before atomic writes existed, or disk
+        checkpoints.log(f"ignoring unreadable epoch checkpoint {checkpoints.path}: {error}")
+        return None
+    if not isinstance(state, dict) or state.get("run_key") != run_key:
+        checkpoints.log(
+            f"not resuming: the epoch checkpoint {checkpoints.path} is from other data or "
+            "another configuration; training from the start"
+        )
+        return None
+    return state
 
 
 @dataclass
@@ -351,8 +456,17 @@ def fit_two_tower(
     device: torch.device = torch.device("cpu"),
     on_epoch_end: Callable[[str, int, float, float | None], None] | None = None,
     progress: bool | None = None,
+    state_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
 ) -> FitResult:
-    """Train on an indexed training split, selecting epochs on a tuning split carved from it."""
+    """Train on an indexed training split, selecting epochs on a tuning split carved from it.
+
+    With `state_dir`, each phase (tune, refit or train) saves its state there after every
+    epoch (`<phase>.pt`), and a rerun on the same data and configuration resumes from it.
+    """
+
+    def checkpoints(phase: str) -> EpochCheckpoints | None:
+        return None if state_dir is None else EpochCheckpoints(Path(state_dir) / f"{phase}.pt", log)
 
     def report(phase: str) -> Callable[[int, float, float | None], None] | None:
         if on_epoch_end is None:
@@ -371,6 +485,7 @@ def fit_two_tower(
             device,
             on_epoch_end=report("train"),
             progress=progress,
+            checkpoints=checkpoints("train"),
         )
         return FitResult(final=final)
     tuning_set = TuningSet(
@@ -385,6 +500,7 @@ def fit_two_tower(
         tuning=tuning_set,
         on_epoch_end=report("tune"),
         progress=progress,
+        checkpoints=checkpoints("tune"),
     )
     if not config.refit:
         return FitResult(final=tuned, tuning=tuned)
@@ -396,6 +512,7 @@ def fit_two_tower(
         device,
         on_epoch_end=report("refit"),
         progress=progress,
+        checkpoints=checkpoints("refit"),
     )
     final.tuning_ndcg = list(tuned.tuning_ndcg)
     final.best_epoch = tuned.best_epoch

@@ -9,6 +9,7 @@ import torch
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.trainer import (
     CHECKPOINT_FORMAT,
+    EpochCheckpoints,
     TrainConfig,
     TrainingPairs,
     TrainResult,
@@ -720,3 +721,168 @@ def test_sparse_training_learns_the_clusters_and_is_deterministic():
 def test_sparse_gradients_with_weight_decay_are_rejected_up_front():
     with pytest.raises(ValueError, match="weight_decay needs dense gradients"):
         TrainConfig(sparse_gradients=True, weight_decay=0.01)
+
+
+# --- epoch checkpoints and resuming ------------------------------------------------------------
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _stop_after(epoch_to_stop: int):
+    def on_epoch_end(epoch, loss, score):
+        if epoch == epoch_to_stop:
+            raise _Interrupted(f"stopped after epoch {epoch}")
+
+    return on_epoch_end
+
+
+RESUMABLE = [
+    pytest.param(TrainConfig(epochs=5, batch_size=16, embed_dim=8, lr=0.05, seed=1), id="adamw"),
+    pytest.param(
+        TrainConfig(
+            epochs=5,
+            batch_size=16,
+            embed_dim=8,
+            lr=0.05,
+            seed=1,
+            user_tower="history",
+            sparse_gradients=True,
+            logq_correction=True,
+            mask_accidental_hits=True,
+        ),
+        id="sparse-history",
+    ),
+]
+
+
+@pytest.mark.parametrize("config", RESUMABLE)
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, config):
+    """Stopped after epoch 2, the rerun trains epochs 3-5 only and ends bit-identical to an
+    uninterrupted run: weights, optimizer moments and batch order all come back."""
+    users, items = _two_clusters()
+    pairs = TrainingPairs(users, items)
+    uninterrupted = train_two_tower(pairs, 20, 10, config, progress=False)
+
+    messages: list[str] = []
+    checkpoints = EpochCheckpoints(tmp_path / "train.pt", messages.append)
+    with pytest.raises(_Interrupted):
+        train_two_tower(
+            pairs,
+            20,
+            10,
+            config,
+            progress=False,
+            checkpoints=checkpoints,
+            on_epoch_end=_stop_after(2),
+        )
+    assert messages == []
+    epochs_run = []
+    resumed = train_two_tower(
+        pairs,
+        20,
+        10,
+        config,
+        progress=False,
+        checkpoints=checkpoints,
+        on_epoch_end=lambda epoch, loss, score: epochs_run.append(epoch),
+    )
+    assert epochs_run == [3, 4, 5]
+    assert len(messages) == 1 and "resuming" in messages[0] and "epoch 2 " in messages[0]
+    assert resumed.epoch_losses == uninterrupted.epoch_losses
+    _assert_same_weights(resumed.model, uninterrupted.model)
+    assert [p.name for p in tmp_path.iterdir()] == ["train.pt"]  # no temporary left
+
+
+def test_epoch_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    users, items = _two_clusters()
+    pairs = TrainingPairs(users, items)
+    messages: list[str] = []
+    checkpoints = EpochCheckpoints(tmp_path / "train.pt", messages.append)
+    with pytest.raises(_Interrupted):
+        train_two_tower(
+            pairs,
+            20,
+            10,
+            FAST,
+            progress=False,
+            checkpoints=checkpoints,
+            on_epoch_end=_stop_after(2),
+        )
+    other_lr = replace(FAST, lr=0.01)
+    epochs_run = []
+    result = train_two_tower(
+        pairs,
+        20,
+        10,
+        other_lr,
+        progress=False,
+        checkpoints=checkpoints,
+        on_epoch_end=lambda epoch, loss, score: epochs_run.append(epoch),
+    )
+    assert epochs_run == list(range(1, FAST.epochs + 1))
+    assert len(messages) == 1 and "not resuming" in messages[0]
+    _assert_same_weights(
+        result.model, train_two_tower(pairs, 20, 10, other_lr, progress=False).model
+    )
+    # other data: one pair fewer
+    messages.clear()
+    train_two_tower(
+        TrainingPairs(users[1:], items[1:]),
+        20,
+        10,
+        other_lr,
+        progress=False,
+        checkpoints=checkpoints,
+    )
+    assert len(messages) == 1 and "not resuming" in messages[0]
+
+
+def test_unreadable_epoch_checkpoint_is_ignored_with_a_message(tmp_path):
+    (tmp_path / "train.pt").write_bytes(b"not a torch file")
+    messages: list[str] = []
+    result = _train(checkpoints=EpochCheckpoints(tmp_path / "train.pt", messages.append))
+    assert len(result.epoch_losses) == FAST.epochs
+    assert len(messages) == 1 and "unreadable" in messages[0]
+
+
+@pytest.mark.parametrize("stop_phase", ["tune", "refit"])
+def test_fit_interrupted_in_either_phase_resumes_to_the_same_model(tmp_path, stop_phase):
+    frame = _train_frame()
+    config = replace(FIT, select_epochs=True, refit=True)
+    uninterrupted = fit_two_tower(frame, 20, 12, config, progress=False)
+
+    def stop(phase, epoch, loss, score):
+        if phase == stop_phase and epoch == 2:
+            raise _Interrupted(phase)
+
+    messages: list[str] = []
+    with pytest.raises(_Interrupted):
+        fit_two_tower(
+            frame,
+            20,
+            12,
+            config,
+            progress=False,
+            on_epoch_end=stop,
+            state_dir=tmp_path,
+            log=messages.append,
+        )
+    phases_run = []
+    resumed = fit_two_tower(
+        frame,
+        20,
+        12,
+        config,
+        progress=False,
+        state_dir=tmp_path,
+        log=messages.append,
+        on_epoch_end=lambda phase, epoch, loss, score: phases_run.append((phase, epoch)),
+    )
+    assert (stop_phase, 1) not in phases_run and (stop_phase, 3) in phases_run
+    assert any("resuming" in message for message in messages)
+    _assert_same_weights(resumed.final.model, uninterrupted.final.model)
+    assert resumed.final.epoch_losses == uninterrupted.final.epoch_losses
+    assert resumed.final.best_epoch == uninterrupted.final.best_epoch
+    assert resumed.tuning.tuning_ndcg == uninterrupted.tuning.tuning_ndcg
