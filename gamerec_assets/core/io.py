@@ -1,9 +1,12 @@
 """Atomic file writes and content hashes for every artifact the pipeline produces.
 
 Every file is written under a temporary name in the same folder and renamed into place, so a
-crash or an exception never leaves a half-written artifact where a good one stood.
+crash or an exception never leaves a half-written artifact where a good one stood. A process
+killed outright (SIGKILL, out of memory) cannot clean up its temporary file; the name carries
+the writer's process id, and the next write of the same file removes those of dead writers.
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -21,7 +24,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -30,6 +36,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporary files left beside `target` by writers that no longer run."""
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = candidate.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _read_umask() -> int:

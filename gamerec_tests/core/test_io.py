@@ -2,6 +2,8 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -36,6 +38,29 @@ def test_atomic_path_keeps_old_file_and_removes_temp_on_exception(tmp_path):
             raise RuntimeError("boom")
     assert target.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifact.bin"]
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_next_write_removes_temporaries_of_dead_writers_only(tmp_path):
+    """A SIGKILLed writer leaves `.name.<pid>.<random>.tmp`; the next write of that file
+    removes it, but not a live writer's temporary nor another file's."""
+    target = tmp_path / "item_emb.npy"
+    dead = tmp_path / f".item_emb.npy.{_dead_pid()}.abc123.tmp"
+    live = tmp_path / f".item_emb.npy.{os.getpid()}.def456.tmp"
+    other = tmp_path / f".index.faiss.{_dead_pid()}.abc123.tmp"
+    for path in (dead, live, other):
+        path.write_bytes(b"partial")
+    with atomic_path(target) as tmp:
+        assert str(os.getpid()) in tmp.name
+        tmp.write_bytes(b"complete")
+    assert target.read_bytes() == b"complete"
+    assert not dead.exists()
+    assert live.exists() and other.exists()
 
 
 def test_atomic_path_on_exception_creates_no_target(tmp_path):
