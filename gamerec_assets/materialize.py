@@ -213,4 +213,19 @@ def materialize_command(args: argparse.Namespace) -> int:
         f"{len(checks)} checks passed"
         + (f"; failed checks: {', '.join(failed_checks)}" if failed_checks else "")
     )
+    for step, message in step_failures(result):
+        print(f"  {step} failed: {message}")
     return 0 if result.success else 1
+
+
+def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """(step, the user's error message) of each failed step, without Dagster's wrapping."""
+    failures = []
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE" or event.event_specific_data.error is None:
+            continue
+        error = event.event_specific_data.error
+        while error.cause is not None:  # the exception the asset raised, not Dagster's wrapper
+            error = error.cause
+        failures.append((event.step_key, error.message.strip()))
+    return failures

@@ -164,14 +164,15 @@ def test_select_narrows_the_plan(project, capsys, monkeypatch):
     assert rows["faiss_index"][0] == "stale"  # still stale, but outside the selection
 
 
-def test_a_failed_blocking_check_fails_the_command(project, capsys, monkeypatch):
+def test_bad_input_fails_the_command_naming_row_and_column(project, capsys, monkeypatch):
     bad = project / "bad.csv"
     bad.write_text("user_id,game_id,play_time_hours\n1,10,2.0\n1,11,nan\n2,10,1.0\n2,11,4.0\n")
     monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
     monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(bad))
     code, output = gamerec(capsys, "materialize")
     assert code == 1
-    assert "FAILED" in output and "interactions_hours_valid (ERROR)" in output
+    assert "FAILED" in output
+    assert "data row 2 (line 3), column play_time_hours: expected a finite number >= 0" in output
     assert materialization_counts()["two_tower_checkpoint"] == 0
 
 

@@ -83,6 +83,11 @@ def interactions(
     )
 
 
+# The file readers (core.sources) already refuse empty tables, empty ids and invalid hours,
+# naming the file and row, before `interactions` is written; these checks are the second line
+# of defence, for sources that do not go through them (the synthetic generator, new readers).
+
+
 def _bad_rows_result(bad: pl.DataFrame, problem: str) -> dg.AssetCheckResult:
     sample = bad.head(5).to_dicts()
     return dg.AssetCheckResult(

@@ -1,12 +1,18 @@
-"""Stage 2, splits: leave-one-out train/validation interactions."""
+"""Stage 2, splits: leave-one-out train/validation interactions.
+
+The split is where the evaluation protocol is fixed, so it is also where a data set that
+cannot be evaluated stops the run, before training and before any file is written: no user
+with two or more games, or a catalog too small for VAL_K (see `require_cutoff_below_catalog`).
+"""
 
 import dagster as dg
 import polars as pl
 
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
+from gamerec_assets.core.evaluation import require_cutoff_below_catalog
 from gamerec_assets.core.io import write_parquet_atomic
-from gamerec_assets.core.splits import leave_one_out_split
-from gamerec_assets.resources import PathsResource, SplitResource
+from gamerec_assets.core.splits import leave_one_out_split, require_heldout_users
+from gamerec_assets.resources import EvaluationResource, PathsResource, SplitResource
 from gamerec_assets.versioning import effective_version
 
 SPLIT_NO_LEAKAGE = "split_no_leakage"
@@ -36,11 +42,15 @@ SPLIT_EVAL_USERS_HAVE_TRAIN_DATA = "split_eval_users_have_train_data"
     ]
 )
 def leave_one_out_splits(
-    context: dg.AssetExecutionContext, split: SplitResource, paths: PathsResource
+    context: dg.AssetExecutionContext,
+    split: SplitResource,
+    evaluation: EvaluationResource,
+    paths: PathsResource,
 ):
-    result = leave_one_out_split(
-        pl.read_parquet(paths.interactions), strategy=split.strategy, seed=split.seed
-    )
+    interactions = pl.read_parquet(paths.interactions)
+    result = leave_one_out_split(interactions, strategy=split.strategy, seed=split.seed)
+    require_heldout_users(result)
+    require_cutoff_below_catalog(evaluation.k, n_items=int(interactions["item_idx"].max()) + 1)
     write_parquet_atomic(result.train, paths.train_interactions)
     write_parquet_atomic(result.val, paths.val_interactions)
     context.log.info(

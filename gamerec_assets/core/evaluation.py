@@ -27,6 +27,31 @@ EASE_L2_GRID = (50.0, 200.0, 500.0, 1000.0)
 DEFAULT_EASE_L2 = 200.0  # used when the training data leaves nothing to tune on
 
 
+def require_cutoff_below_catalog(k: int, n_items: int) -> None:
+    """Raise unless Recall@k can tell scorers apart on a catalog of `n_items` games.
+
+    A held-out game competes only with the games its user has no training interaction with:
+    at most n_items - 1 candidates (every evaluated user has a training game), so its 0-based
+    rank is at most n_items - 2, and once k >= n_items - 1 Recall@k is 1 for every scorer.
+    This is deliberately an error, raised by the split asset before any training, rather than
+    a k quietly capped at the catalog: a capped k still gives Recall 1 for every model, and the
+    run would end in a tie with popularity that says nothing about why.
+    """
+    largest = n_items - 2
+    if largest < 1:
+        raise ValueError(
+            f"a catalog of {n_items} game(s) is too small to evaluate: leave-one-out needs at "
+            "least 3 games, so that a held-out game can rank below another candidate"
+        )
+    if k > largest:
+        raise ValueError(
+            f"VAL_K={k} is too large for a catalog of {n_items} games: a held-out game ranks "
+            f"among at most {n_items - 1} candidates (the user's training games are masked), "
+            f"so Recall@{k} would be 1 for any model; set VAL_K to at most {largest} or use a "
+            "larger catalog"
+        )
+
+
 @dataclass(frozen=True)
 class EvaluationData:
     """A training split (for histories and masking) and its held-out games."""

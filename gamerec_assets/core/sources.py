@@ -2,12 +2,21 @@
 
 Whatever the source, the result has one row per distinct (user, game) with the columns
 `user_id`, `game_id` (original ids, any sortable type), `title`, `play_time_hours` and, where the
-source has it, `timestamp`. Structural problems (a missing file, missing columns, values of the
-wrong type) raise `InteractionsFileError` naming the file and what was expected; value problems
-(null keys, negative or NaN hours, an empty table) pass through to the asset checks, which block
-the run before training and say which rows are bad.
+source has it, `timestamp`. Every problem a reader can see raises `InteractionsFileError`,
+naming the file, the row (and line) or column, and what was expected:
+- structure: a missing or empty file, no data rows, missing columns, a Steam-200k line with
+  the wrong number of fields, a value of the wrong type (text where hours should be);
+- values: an empty user or game id, hours that are empty, negative, NaN or infinite, an
+  unknown Steam-200k behaviour.
+Values are checked row by row before duplicates are merged, so a bad row cannot hide in a sum.
+Ids may be integers of any width or text (leading zeros are kept: '007' and '7' are two
+ids); blank lines in a CSV are skipped. The asset checks on `interactions` stay as a second
+line of defence for sources that do not go through these readers (the synthetic one).
 """
 
+import csv
+import gzip
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +24,11 @@ import polars as pl
 
 STEAM200K_COLUMNS = ("user_id", "title", "behaviour", "value", "unused")
 STEAM200K_BEHAVIOURS = ("purchase", "play")
+STEAM200K_LAYOUT = "user id, quoted title, purchase|play, number, 0"
 REQUIRED_COLUMNS = ("user_id", "game_id")
 OPTIONAL_COLUMNS = ("play_time_hours", "timestamp", "title")
+HOURS_EXPECTED = "expected a finite number >= 0 (hours played)"
+ROW = "_row"
 
 
 class InteractionsFileError(ValueError):
@@ -45,39 +57,99 @@ def _require_file(path: Path) -> None:
         raise InteractionsFileError(path, "file is empty (expected interaction rows)")
 
 
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank record of a CSV file, plain or gzipped.
+
+    A plain Python pass, used only to explain a file already known to be wrong.
+    """
+    opener = gzip.open if _is_gzip(path) else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            for fields in reader:
+                if fields:
+                    yield reader.line_num, fields
+        except (csv.Error, OSError, EOFError):
+            return
+
+
+def _first_ragged_line(path: Path, n_fields: int, skip_lines: int = 0) -> tuple[int, int] | None:
+    """(line number, field count) of the first record after `skip_lines` without `n_fields`."""
+    return next(
+        (
+            (line, len(fields))
+            for line, fields in _csv_records(path)
+            if line > skip_lines and len(fields) != n_fields
+        ),
+        None,
+    )
+
+
+def _rows(count: int) -> str:
+    return "1 such row" if count == 1 else f"{count} such rows"
+
+
+def _describe(value: object) -> str:
+    return "an empty value" if value is None else repr(value)
+
+
+def _is_blank_id(column: str, dtype: pl.DataType) -> pl.Expr:
+    """An id that is missing: null, or text that is empty or only whitespace."""
+    blank = pl.col(column).is_null()
+    if dtype == pl.String:
+        blank = blank | (pl.col(column).str.strip_chars() == "")
+    return blank
+
+
+def _is_invalid_hours(column: str) -> pl.Expr:
+    hours = pl.col(column)
+    return hours.is_null() | hours.is_nan() | hours.is_infinite() | (hours < 0)
+
+
+# --- Steam-200k ------------------------------------------------------------------------------
+
+
 def read_steam200k(path: str | Path) -> RawInteractions:
     """Read the Steam-200k CSV (no header: user id, title, purchase|play, value, 0; plain or .gz).
 
-    Exact duplicate rows are dropped and counted. Each (user, title) becomes one interaction
-    whose `play_time_hours` is the sum of its `play` rows (0 when the game was only purchased).
-    The title is the game's id, since the format has no other.
+    Each line must have the five fields; the fifth is not used. User ids are kept as integers
+    when every one is a plain integer, else as text. Exact duplicate rows are dropped and
+    counted. Each (user, title) becomes one interaction whose `play_time_hours` is the sum of
+    its `play` rows (0 when the game was only purchased). The title is the game's id, since the
+    format has no other. Errors name the line (the format has one record per line).
     """
     path = Path(path)
     _require_file(path)
-    schema = dict(
-        zip(STEAM200K_COLUMNS, (pl.Int64, pl.String, pl.String, pl.Float64, pl.Int64), strict=True)
-    )
+    schema = dict.fromkeys(STEAM200K_COLUMNS, pl.String)
     try:
         rows = pl.read_csv(path, has_header=False, schema=schema, quote_char='"')
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as error:
+        _raise_if_steam_ragged(path)
+        if next(_csv_records(path), None) is None:
+            _raise_no_steam_rows(path)
         raise InteractionsFileError(
             path,
-            "cannot parse as Steam-200k CSV (expected 5 comma-separated fields per row: "
-            f"integer user id, quoted title, purchase|play, number, 0): {error}",
+            f"cannot parse as Steam-200k CSV (expected 5 comma-separated fields per line: "
+            f"{STEAM200K_LAYOUT}): {error}",
         ) from error
 
-    bad = rows.with_row_index("row", offset=1).filter(
-        ~pl.col("behaviour").is_in(STEAM200K_BEHAVIOURS) | pl.col("behaviour").is_null()
+    columns = list(STEAM200K_COLUMNS)
+    rows = rows.with_row_index(ROW, offset=1).filter(
+        ~pl.all_horizontal(pl.col(columns).is_null())  # blank lines
     )
-    if bad.height:
-        first = bad.row(0, named=True)
-        raise InteractionsFileError(
-            path,
-            f"row {first['row']}, column 3 (behaviour): expected 'purchase' or 'play', got "
-            f"{first['behaviour']!r} ({bad.height} such rows)",
-        )
+    if rows.height == 0:
+        _raise_no_steam_rows(path)
+    _check_steam_fields(path, rows)
+    rows = _steam_values(path, rows)
+    rows = rows.with_columns(_integer_if_lossless(rows.lazy(), "user_id"))
 
-    deduplicated = rows.unique(maintain_order=True)
+    keys = ["user_id", "title", "behaviour", "value"]
+    deduplicated = rows.select(keys).unique(maintain_order=True)
     frame = (
         deduplicated.group_by("user_id", "title")
         .agg(
@@ -100,12 +172,90 @@ def read_steam200k(path: str | Path) -> RawInteractions:
     )
 
 
+def _raise_no_steam_rows(path: Path) -> None:
+    raise InteractionsFileError(
+        path, f"no rows (expected lines of {STEAM200K_LAYOUT}; the file has none)"
+    )
+
+
+def _raise_if_steam_ragged(path: Path, before_line: int | None = None) -> None:
+    ragged = _first_ragged_line(path, len(STEAM200K_COLUMNS))
+    if ragged is not None and (before_line is None or ragged[0] <= before_line):
+        line, found = ragged
+        raise InteractionsFileError(
+            path,
+            f"line {line}: expected 5 comma-separated fields ({STEAM200K_LAYOUT}), found {found}",
+        )
+
+
+def _first_bad(rows: pl.DataFrame, problem: pl.Expr) -> tuple[dict, int] | None:
+    """The first row where `problem` holds, and how many rows it holds on."""
+    bad = rows.filter(problem)
+    return (bad.row(0, named=True), bad.height) if bad.height else None
+
+
+def _check_steam_fields(path: Path, rows: pl.DataFrame) -> None:
+    """Every line has five fields, a user id and a title, and a known behaviour."""
+    columns = list(STEAM200K_COLUMNS)
+    incomplete = _first_bad(rows, pl.any_horizontal(pl.col(columns).is_null()))
+    if incomplete is not None:
+        first, _ = incomplete
+        _raise_if_steam_ragged(path, before_line=first[ROW])
+        column = next(name for name in columns if first[name] is None)
+        number = columns.index(column) + 1
+        raise InteractionsFileError(
+            path,
+            f"line {first[ROW]}, column {number} ({column}): expected a value "
+            f"({STEAM200K_LAYOUT}), found an empty field",
+        )
+    for number, column, what in ((1, "user_id", "a user id"), (2, "title", "a game title")):
+        blank = _first_bad(rows, _is_blank_id(column, pl.String))
+        if blank is not None:
+            first, count = blank
+            raise InteractionsFileError(
+                path,
+                f"line {first[ROW]}, column {number} ({column}): expected {what}, got "
+                f"{first[column]!r} ({_rows(count)})",
+            )
+    unknown = _first_bad(rows, ~pl.col("behaviour").is_in(STEAM200K_BEHAVIOURS))
+    if unknown is not None:
+        first, count = unknown
+        raise InteractionsFileError(
+            path,
+            f"line {first[ROW]}, column 3 (behaviour): expected 'purchase' or 'play', got "
+            f"{first['behaviour']!r} ({_rows(count)})",
+        )
+
+
+def _steam_values(path: Path, rows: pl.DataFrame) -> pl.DataFrame:
+    """Column 4 as Float64: a finite number >= 0 on every line (1 for purchase, hours for play)."""
+    rows = rows.with_columns(
+        _text=pl.col("value"), value=pl.col("value").cast(pl.Float64, strict=False)
+    )
+    for problem, expected, shown in (
+        (pl.col("value").is_null(), "expected a number (hours for play, 1 for purchase)", "_text"),
+        (_is_invalid_hours("value"), HOURS_EXPECTED, "value"),
+    ):
+        bad = _first_bad(rows, problem)
+        if bad is not None:
+            first, count = bad
+            raise InteractionsFileError(
+                path,
+                f"line {first[ROW]}, column 4 (value): {expected}, got {first[shown]!r} "
+                f"({_rows(count)})",
+            )
+    return rows.drop("_text")
+
+
+# --- generic Parquet / CSV -------------------------------------------------------------------
+
+
 def _integer_if_lossless(rows: pl.LazyFrame, column: str) -> pl.Expr:
-    """A CSV id column as Int64 when every value is a plain integer ('42'), else as the text.
+    """A text id column as Int64 when every value is a plain integer ('42'), else as the text.
 
     Type inference would turn '007' and '7' into the same integer and silently merge two
-    games; keeping text whenever the integer form would lose characters prevents that. One
-    streaming pass over the column decides.
+    games; keeping text whenever the integer form would lose characters prevents that (so do
+    '+7', ' 7' and integers beyond Int64). One streaming pass over the column decides.
     """
     text = pl.col(column)
     as_int = text.cast(pl.Int64, strict=False)
@@ -117,13 +267,21 @@ def _integer_if_lossless(rows: pl.LazyFrame, column: str) -> pl.Expr:
     return as_int if lossless else text
 
 
+def _is_csv(path: Path) -> bool:
+    return "".join(path.suffixes[-2:]).lower().endswith((".csv", ".csv.gz"))
+
+
 def _scan_table(path: Path) -> pl.LazyFrame:
-    """A lazy scan of a Parquet or CSV file (gzipped CSV is read eagerly: it cannot be seeked)."""
+    """A lazy scan of a Parquet or CSV file (gzipped CSV is read eagerly: it cannot be seeked).
+
+    Rows are numbered from 1 in column `_row` (CSV: data rows, the header not counted); blank
+    CSV lines are dropped after numbering, so the numbers stay those of the file.
+    """
     suffixes = "".join(path.suffixes[-2:]).lower()
     if suffixes.endswith((".parquet", ".pq")):
         rows = pl.scan_parquet(path)
         rows.collect_schema()  # fail here, not mid-query, on a file that is not Parquet
-        return rows
+        return rows.with_row_index(ROW, offset=1)
     options = dict(
         try_parse_dates=True, schema_overrides={column: pl.String for column in REQUIRED_COLUMNS}
     )
@@ -134,9 +292,18 @@ def _scan_table(path: Path) -> pl.LazyFrame:
     else:
         raise InteractionsFileError(path, "unknown file type (expected .parquet, .csv or .csv.gz)")
     columns = rows.collect_schema().names()
-    return rows.with_columns(
-        _integer_if_lossless(rows, column) for column in REQUIRED_COLUMNS if column in columns
+    return (
+        rows.with_row_index(ROW, offset=1)
+        .filter(~pl.all_horizontal(pl.col(columns).is_null()))
+        .with_columns(
+            _integer_if_lossless(rows, column) for column in REQUIRED_COLUMNS if column in columns
+        )
     )
+
+
+def _row_label(path: Path, row: int) -> str:
+    """How a row is named in messages: CSV rows also by line (the header is line 1)."""
+    return f"data row {row} (line {row + 1})" if _is_csv(path) else f"row {row}"
 
 
 def _numeric_hours(rows: pl.LazyFrame, path: Path) -> pl.LazyFrame:
@@ -145,9 +312,8 @@ def _numeric_hours(rows: pl.LazyFrame, path: Path) -> pl.LazyFrame:
     if rows.collect_schema()["play_time_hours"].is_numeric():
         return rows.with_columns(hours.cast(pl.Float64))
     bad = (
-        rows.with_row_index("row", offset=1)
-        .filter(hours.is_not_null() & hours.cast(pl.Float64, strict=False).is_null())
-        .select("row", hours)
+        rows.filter(hours.is_not_null() & hours.cast(pl.Float64, strict=False).is_null())
+        .select(ROW, hours)
         .head(1)
         .collect(engine="streaming")
     )
@@ -155,25 +321,55 @@ def _numeric_hours(rows: pl.LazyFrame, path: Path) -> pl.LazyFrame:
         row, value = bad.row(0)
         raise InteractionsFileError(
             path,
-            f"data row {row}, column play_time_hours: expected a number (hours played), "
-            f"got {value!r}",
+            f"{_row_label(path, row)}, column play_time_hours: expected a number (hours "
+            f"played), got {value!r}",
         )
     return rows.with_columns(hours.cast(pl.Float64, strict=False))
+
+
+def _check_values(rows: pl.LazyFrame, path: Path) -> None:
+    """Ids are present and hours valid on every row: one streaming pass; on failure, the
+    first bad row (by column, in the order user_id, game_id, play_time_hours) and a count."""
+    schema = rows.collect_schema()
+    problems = {
+        "user_id": (_is_blank_id("user_id", schema["user_id"]), "expected a user id"),
+        "game_id": (_is_blank_id("game_id", schema["game_id"]), "expected a game id"),
+        "play_time_hours": (_is_invalid_hours("play_time_hours"), HOURS_EXPECTED),
+    }
+    first = (
+        rows.filter(pl.any_horizontal(problem for problem, _ in problems.values()))
+        .select(ROW)
+        .head(1)
+        .collect(engine="streaming")
+    )
+    if first.height == 0:
+        return
+    for column, (problem, expected) in problems.items():
+        bad = rows.filter(problem).select(ROW, column).head(1).collect(engine="streaming")
+        if bad.height:
+            count = rows.filter(problem).select(pl.len()).collect(engine="streaming").item()
+            row, value = bad.row(0)
+            raise InteractionsFileError(
+                path,
+                f"{_row_label(path, row)}, column {column}: {expected}, got "
+                f"{_describe(value)} ({_rows(count)})",
+            )
 
 
 def read_interactions_file(path: str | Path) -> RawInteractions:
     """Read a generic Parquet or CSV file with `user_id`, `game_id` and optional columns.
 
     Optional columns: `play_time_hours` (0 when absent), `timestamp`, `title` (the game id as
-    text when absent). Several rows for one (user, game) are merged: hours summed, the latest
-    timestamp kept. The file is scanned lazily and the query runs on polars' streaming
-    engine, so the raw rows are never all in memory at once (only the merged result is).
+    text when absent). Several rows for one (user, game) are merged and counted: hours summed,
+    the latest timestamp kept. The file is scanned lazily and the queries run on polars'
+    streaming engine, so the raw rows are never all in memory at once (only the merged result
+    is); checking the values costs one more pass.
     """
     path = Path(path)
     _require_file(path)
     try:
         rows = _scan_table(path)
-        columns = rows.collect_schema().names()
+        columns = [name for name in rows.collect_schema().names() if name != ROW]
         missing = [column for column in REQUIRED_COLUMNS if column not in columns]
         if missing:
             raise InteractionsFileError(
@@ -185,6 +381,7 @@ def read_interactions_file(path: str | Path) -> RawInteractions:
         if "play_time_hours" not in columns:
             rows = rows.with_columns(play_time_hours=pl.lit(0.0))
         rows = _numeric_hours(rows, path)
+        _check_values(rows, path)
         if "title" not in columns:
             rows = rows.with_columns(title=pl.col("game_id").cast(pl.String))
 
@@ -202,10 +399,28 @@ def read_interactions_file(path: str | Path) -> RawInteractions:
             .collect(engine="streaming")
         )
     except pl.exceptions.PolarsError as error:
+        if _is_csv(path):
+            _raise_if_csv_ragged(path)
         raise InteractionsFileError(path, f"cannot read as a table: {error}") from error
+    if frame.height == 0:
+        expected = "a header line and at least one data row" if _is_csv(path) else "rows"
+        raise InteractionsFileError(path, f"no interaction rows (expected {expected})")
     raw_rows = int(frame["_rows"].sum())
     return RawInteractions(
         frame=frame.drop("_rows"),
         description=f"interactions:{path}",
         stats={"raw_rows": raw_rows, "duplicate_rows_merged": raw_rows - frame.height},
     )
+
+
+def _raise_if_csv_ragged(path: Path) -> None:
+    """A CSV record whose field count differs from the header's, named by its line."""
+    _, header = next(_csv_records(path), (0, []))
+    ragged = _first_ragged_line(path, len(header), skip_lines=1)
+    if header and ragged is not None:
+        line, found = ragged
+        raise InteractionsFileError(
+            path,
+            f"line {line}: expected {len(header)} comma-separated fields (as in the header: "
+            f"{', '.join(header)}), found {found}",
+        )

@@ -6,7 +6,9 @@ Strategies pick the held-out game per user:
 - `random`: a uniformly random game, seeded.
 Ties go to the smallest `item_idx` (indices follow the sorted original game ids), so the rule
 is a function of the data alone. Users with a single interaction stay in train and are not
-evaluated, so every evaluated user has training data and no held-out pair is in train.
+evaluated, so every evaluated user has training data and no held-out pair is in train. A data
+set where no user has two games leaves nothing to evaluate: `require_heldout_users` turns that
+into an error for the pipeline (the trainer's tuning split tolerates it and skips tuning).
 """
 
 from dataclasses import dataclass
@@ -17,10 +19,25 @@ import polars as pl
 SPLIT_STRATEGIES = ("max_playtime", "latest", "random")
 
 
+MIN_GAMES_TO_EVALUATE = 2  # one held out, at least one left to train on
+
+
 @dataclass(frozen=True)
 class Split:
     train: pl.DataFrame
     val: pl.DataFrame
+
+
+def require_heldout_users(split: Split) -> None:
+    """Raise when no user has a held-out game: metrics over zero users are undefined."""
+    if split.val.height:
+        return
+    n_users = split.train["user_idx"].n_unique() if split.train.height else 0
+    raise ValueError(
+        f"nothing to evaluate: each of the {n_users} users has a single game, and leave-one-out "
+        f"holds out a game only from users with >= {MIN_GAMES_TO_EVALUATE} games (one held "
+        "out, the rest to train on); the input needs users with two or more games"
+    )
 
 
 def leave_one_out_split(interactions: pl.DataFrame, strategy: str, seed: int = 0) -> Split:

@@ -5,7 +5,11 @@ import polars as pl
 import pytest
 
 from gamerec_assets.core.features import index_interactions
-from gamerec_assets.core.splits import SPLIT_STRATEGIES, leave_one_out_split
+from gamerec_assets.core.splits import (
+    SPLIT_STRATEGIES,
+    leave_one_out_split,
+    require_heldout_users,
+)
 from gamerec_tests.core.conftest import raw_frame
 
 
@@ -122,3 +126,24 @@ def test_unknown_strategy_raises():
     frame = _indexed(users=[1, 1], games=[1, 2])
     with pytest.raises(ValueError, match="'newest'"):
         leave_one_out_split(frame, "newest")
+
+
+@pytest.mark.parametrize("strategy", SPLIT_STRATEGIES)
+def test_every_user_with_one_game_leaves_nothing_to_evaluate(strategy):
+    t = datetime(2024, 5, 1)
+    frame = _indexed(users=[1, 2, 3], games=[10, 10, 20], timestamps=[t, t, t])
+    split = leave_one_out_split(frame, strategy)
+    assert split.val.height == 0 and split.train.height == 3  # the split itself is defined
+    with pytest.raises(ValueError) as caught:
+        require_heldout_users(split)
+    assert str(caught.value) == (
+        "nothing to evaluate: each of the 3 users has a single game, and leave-one-out holds out "
+        "a game only from users with >= 2 games (one held out, the rest to train on); the input "
+        "needs users with two or more games"
+    )
+
+
+def test_one_user_with_two_games_is_enough_to_evaluate():
+    split = leave_one_out_split(_indexed(users=[1, 2, 2], games=[10, 10, 20]), "max_playtime")
+    require_heldout_users(split)
+    assert split.val["user_idx"].to_list() == [1]
