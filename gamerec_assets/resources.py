@@ -20,6 +20,16 @@ from pydantic import Field
 from gamerec_assets.core.compute import configure_threads, resolve_device
 from gamerec_assets.core.index import IndexSettings
 from gamerec_assets.core.io import config_fingerprint, file_sha256
+from gamerec_assets.core.publish import (
+    CATALOG_FILE,
+    CHECKPOINT_FILE,
+    INDEX_FILE,
+    INDEX_SETTINGS_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    METRICS_FILE,
+    USER_GAMES_FILE,
+    USER_TOWER_FILE,
+)
 from gamerec_assets.core.sources import (
     InteractionsFileError,
     RawInteractions,
@@ -31,12 +41,19 @@ from gamerec_assets.core.trainer import TrainConfig
 
 
 class PathsResource(dg.ConfigurableResource):
-    """Folders for processed tables (DATA_DIR) and served artifacts (ARTIFACTS_DIR)."""
+    """Folders for processed tables (DATA_DIR) and served artifacts (ARTIFACTS_DIR).
+
+    Steps write into ARTIFACTS_DIR/staging; `faiss_index` publishes the staged files into
+    ARTIFACTS_DIR itself, with manifest.json, only once they form one consistent set.
+    """
 
     data_dir: str = Field(default="data", description="DATA_DIR: processed tables (Parquet).")
     artifacts_dir: str = Field(
         default="artifacts",
-        description="ARTIFACTS_DIR: checkpoint, item_emb.npy, metrics.json, index.faiss, catalog.",
+        description=(
+            "ARTIFACTS_DIR: the published set (two_tower.pt, item_emb.npy, user_tower.npz, "
+            "metrics.json, index.faiss, index.json, catalog, manifest.json); staging/ below it."
+        ),
     )
 
     def version_fields(self) -> dict[str, object]:
@@ -58,41 +75,50 @@ class PathsResource(dg.ConfigurableResource):
         return Path(self.data_dir) / "val_interactions.parquet"
 
     @property
+    def staging(self) -> Path:
+        """Where each step writes; published into ARTIFACTS_DIR only as a checked, whole set."""
+        return Path(self.artifacts_dir) / "staging"
+
+    @property
     def catalog(self) -> Path:
-        return Path(self.artifacts_dir) / "catalog.parquet"
+        return self.staging / CATALOG_FILE
 
     @property
     def user_games(self) -> Path:
-        return Path(self.artifacts_dir) / "user_games.parquet"
+        return self.staging / USER_GAMES_FILE
 
     @property
     def user_tower(self) -> Path:
-        return Path(self.artifacts_dir) / "user_tower.npz"
+        return self.staging / USER_TOWER_FILE
 
     @property
     def training_state(self) -> Path:
         """Per-epoch training state of an unfinished run; removed once the checkpoint is in."""
-        return Path(self.artifacts_dir) / "training_state"
+        return self.staging / "training_state"
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.artifacts_dir) / "two_tower.pt"
+        return self.staging / CHECKPOINT_FILE
 
     @property
     def item_embeddings(self) -> Path:
-        return Path(self.artifacts_dir) / "item_emb.npy"
+        return self.staging / ITEM_EMBEDDINGS_FILE
 
     @property
     def metrics(self) -> Path:
-        return Path(self.artifacts_dir) / "metrics.json"
+        return self.staging / METRICS_FILE
 
     @property
     def faiss_index(self) -> Path:
-        return Path(self.artifacts_dir) / "index.faiss"
+        return self.staging / INDEX_FILE
 
     @property
     def faiss_index_settings(self) -> Path:
-        return Path(self.artifacts_dir) / "index.json"
+        return self.staging / INDEX_SETTINGS_FILE
+
+    def published(self, name: str) -> Path:
+        """A file of the published serving set, e.g. `published("index.faiss")`."""
+        return Path(self.artifacts_dir) / name
 
 
 class InteractionSourceResource(dg.ConfigurableResource):

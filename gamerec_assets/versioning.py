@@ -59,6 +59,7 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
     "faiss_index": (
         "gamerec_assets.core.index",
         "gamerec_assets.core.recommend",
+        "gamerec_assets.core.publish",
         "gamerec_assets.assets.serving",
     ),
 }

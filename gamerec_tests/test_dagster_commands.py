@@ -57,13 +57,16 @@ def test_materialize_everything_then_the_index_alone(cli_env, tmp_path):
     assert "two_tower_checkpoint - STEP_START" not in index_only.stderr
 
 
-def test_a_failed_blocking_check_fails_the_command(cli_env, tmp_path):
+def test_bad_input_fails_the_command(cli_env, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,game_id,play_time_hours\n1,10,2.0\n1,11,-3.0\n2,10,1.0\n2,11,4.0\n")
     env = {**cli_env, "GAMEREC_SOURCE": "interactions", "GAMEREC_SOURCE_PATH": str(bad)}
     result = materialize(env, "*")
     assert result.returncode != 0
-    assert "interactions_hours_valid" in result.stderr
+    assert (
+        "data row 2 (line 3), column play_time_hours: expected a finite number >= 0"
+        in result.stderr
+    )
     assert not (tmp_path / "artifacts" / "two_tower.pt").exists()
 
 
@@ -91,7 +94,8 @@ def test_training_killed_with_sigkill_leaves_no_partial_file_and_the_rerun_resum
     """SIGKILL in the middle of training: nothing half-written is left under a real name, and
     the same command resumes from the last completed epoch, says so, and finishes cleanly."""
     env = {**cli_env, "TRAIN_EPOCHS": "40", "BATCH_SIZE": "64"}
-    artifacts, state = tmp_path / "artifacts", tmp_path / "artifacts" / "training_state"
+    artifacts = tmp_path / "artifacts"
+    state = artifacts / "staging" / "training_state"
     command = [DAGSTER, "asset", "materialize", "-m", "gamerec_assets.definitions", "--select", "*"]
     process = subprocess.Popen(
         command,

@@ -69,7 +69,8 @@ def test_env_vars_override_every_setting():
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
     assert resources["split"].strategy == "random"
-    assert str(resources["paths"].checkpoint) == "/a/two_tower.pt"
+    assert str(resources["paths"].checkpoint) == "/a/staging/two_tower.pt"
+    assert str(resources["paths"].published("two_tower.pt")) == "/a/two_tower.pt"
     assert str(resources["paths"].interactions) == "/d/interactions.parquet"
     assert resources["compute"].device == "cpu"
 

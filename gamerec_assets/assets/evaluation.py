@@ -13,11 +13,12 @@ from gamerec_assets.core.evaluation import (
     evaluate_ease,
     evaluate_popularity,
     evaluate_two_tower,
+    require_cutoff_below_catalog,
     tune_ease_l2,
 )
 from gamerec_assets.core.io import write_json_atomic
 from gamerec_assets.core.metrics import DEFAULT_KS
-from gamerec_assets.core.trainer import TrainConfig, load_checkpoint
+from gamerec_assets.core.trainer import TrainConfig, checkpoint_fingerprint, load_checkpoint
 from gamerec_assets.resources import (
     ComputeResource,
     EvaluationResource,
@@ -48,6 +49,7 @@ def eval_metrics(
 ) -> dg.MaterializeResult:
     device = compute.setup()
     model, checkpoint = load_checkpoint(paths.checkpoint, device)
+    require_cutoff_below_catalog(evaluation.k, model.n_items)  # VAL_K alone may have changed
     config = TrainConfig(**checkpoint["config"])
     columns = ["user_idx", "item_idx", "play_time_hours"]
     all_users = EvaluationData(
@@ -84,6 +86,7 @@ def eval_metrics(
         "n_games": data.n_items,
         "baselines": baselines,
         "checkpoint_config": checkpoint["config"],
+        "checkpoint_fingerprint": checkpoint_fingerprint(paths.checkpoint),
         "best_epoch": checkpoint["best_epoch"],
     }
     write_json_atomic(paths.metrics, report)
@@ -130,7 +133,15 @@ def eval_metrics(
     ),
 )
 def model_beats_popularity(paths: PathsResource) -> dg.AssetCheckResult:
-    report = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    passed, description, metadata = popularity_gate(
+        json.loads(paths.metrics.read_text(encoding="utf-8"))
+    )
+    return dg.AssetCheckResult(passed=passed, description=description, metadata=metadata)
+
+
+def popularity_gate(report: dict) -> tuple[bool, str | None, dict[str, float]]:
+    """Whether a metrics report's model beats popularity at Recall@VAL_K, why not, and the
+    ratios to the baselines. `faiss_index` applies it again before publishing."""
     key, ndcg = f"recall@{report['k']}", f"ndcg@{report['k']}"
     model, popularity = report[key], report["baselines"]["popularity"][key]
     metadata: dict[str, float] = {
@@ -142,10 +153,6 @@ def model_beats_popularity(paths: PathsResource) -> dg.AssetCheckResult:
     if ease:
         metadata[f"ratio_to_ease_{key}"] = model / max(ease[key], 1e-12)
         metadata[f"ratio_to_ease_{ndcg}"] = report[ndcg] / max(ease[ndcg], 1e-12)
-    return dg.AssetCheckResult(
-        passed=model > popularity,
-        description=(
-            None if model > popularity else f"{key} {model:.4f} <= popularity {popularity:.4f}"
-        ),
-        metadata=metadata,
-    )
+    passed = model > popularity
+    description = None if passed else f"{key} {model:.4f} <= popularity {popularity:.4f}"
+    return passed, description, metadata

@@ -2,7 +2,10 @@
 
 The index has settings of its own (`IndexResource`), so changing them rebuilds only this
 asset, from the stored `item_emb.npy`. `index.json` beside the index records the settings a
-reader needs (the metric decides whether queries are L2-normalised).
+reader needs (the metric decides whether queries are L2-normalised) and the SHA-256 of the
+embeddings it indexes. Being the last step, it also publishes: it checks that the staged files
+form one consistent set whose model passed the popularity gate, then copies them into
+ARTIFACTS_DIR with manifest.json (see `core.publish`).
 """
 
 import json
@@ -13,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from gamerec_assets.assets.common import content_version, markdown_table
+from gamerec_assets.assets.evaluation import MODEL_BEATS_POPULARITY, popularity_gate
 from gamerec_assets.core.index import (
     build_index,
     prepare_vectors,
@@ -21,10 +25,17 @@ from gamerec_assets.core.index import (
     search,
     write_index,
 )
-from gamerec_assets.core.io import write_json_atomic
+from gamerec_assets.core.io import file_sha256, write_json_atomic
+from gamerec_assets.core.publish import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    ArtifactSetError,
+    publish_artifacts,
+    staged_set_lineage,
+)
 from gamerec_assets.core.recommend import Recommender, sample_recommendations
 from gamerec_assets.resources import IndexResource, PathsResource
-from gamerec_assets.versioning import effective_version
+from gamerec_assets.versioning import CODE_VERSION_TAG, effective_version
 
 FAISS_INDEX_MATCHES_CATALOG = "faiss_index_matches_catalog"
 FAISS_INDEX_MATCHES_EXACT_SEARCH = "faiss_index_matches_exact_search"
@@ -52,6 +63,13 @@ def faiss_index(
     context: dg.AssetExecutionContext, index: IndexResource, paths: PathsResource
 ) -> dg.MaterializeResult:
     settings = index.index_settings()
+    report = json.loads(paths.metrics.read_text(encoding="utf-8"))
+    passed, why_not, _ = popularity_gate(report)
+    if not passed:  # the blocking check stops a full run; this stops an index-only one
+        raise dg.Failure(
+            f"not publishing: the staged model in {paths.staging} fails "
+            f"{MODEL_BEATS_POPULARITY} ({why_not}); the published set stays as it was"
+        )
     vectors = np.load(paths.item_embeddings)
     started = time.perf_counter()
     built = build_index(vectors, settings)
@@ -67,14 +85,28 @@ def faiss_index(
             "dim": int(built.d),
             f"recall@{RECALL_K}_vs_exact": recall,
             "recall_queries": len(queries),
+            "item_embeddings_sha256": file_sha256(paths.item_embeddings),
         },
     )
     context.log.info(
         f"{type(built).__name__} over {built.ntotal} games in {build_seconds:.2f}s, "
         f"recall@{RECALL_K} against exact {recall:.4f}"
     )
-    samples = sample_recommendations(Recommender.load(paths.artifacts_dir))
     version = effective_version(context, "faiss_index", {"index": index})
+    try:
+        built_from = staged_set_lineage(paths.staging)
+    except ArtifactSetError as error:
+        raise dg.Failure(f"not publishing: {error}") from error
+    manifest = publish_artifacts(
+        paths.staging,
+        paths.artifacts_dir,
+        built_from,
+        run_id=context.run.run_id,
+        config_fingerprint=version["metadata"]["config_fingerprint"],
+        code_version=version["tags"][CODE_VERSION_TAG],
+    )
+    context.log.info(f"published {len(manifest['files'])} files to {paths.artifacts_dir}")
+    samples = sample_recommendations(Recommender.load(paths.artifacts_dir))
     return dg.MaterializeResult(
         tags=version["tags"],
         metadata={
@@ -87,7 +119,8 @@ def faiss_index(
             "build_seconds": round(build_seconds, 4),
             f"recall@{RECALL_K}_vs_exact": recall,
             "sample_recommendations": dg.MetadataValue.md(markdown_table(samples)),
-            "path": dg.MetadataValue.path(str(paths.faiss_index)),
+            "path": dg.MetadataValue.path(str(paths.published(INDEX_FILE))),
+            "manifest": dg.MetadataValue.path(str(paths.published(MANIFEST_FILE))),
         },
         data_version=content_version(paths.faiss_index, paths.faiss_index_settings),
     )

@@ -9,8 +9,9 @@ import polars as pl
 import torch
 
 from gamerec_assets.assets.common import content_version
-from gamerec_assets.core.io import atomic_path
+from gamerec_assets.core.io import atomic_path, file_sha256
 from gamerec_assets.core.plots import training_curve_png
+from gamerec_assets.core.publish import CATALOG_FILE
 from gamerec_assets.core.recommend import save_user_tower
 from gamerec_assets.core.trainer import (
     checkpoint_fingerprint,
@@ -81,7 +82,11 @@ def two_tower_checkpoint(
         log=context.log.info,
     )
     result = fit.final
-    save_checkpoint(paths.checkpoint, result)
+    trained_on = {
+        CATALOG_FILE: file_sha256(paths.catalog),
+        paths.train_interactions.name: file_sha256(paths.train_interactions),
+    }
+    save_checkpoint(paths.checkpoint, result, extra={"inputs": trained_on})
     shutil.rmtree(paths.training_state, ignore_errors=True)
     phases = {"train" if fit.tuning is None else "refit": result.epoch_losses}
     if fit.tuning is not None:
@@ -146,7 +151,12 @@ def item_embeddings(
     with atomic_path(paths.item_embeddings) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, vectors)
-    save_user_tower(paths.user_tower, model, checkpoint["config"]["history_weighting"])
+    save_user_tower(
+        paths.user_tower,
+        model,
+        checkpoint["config"]["history_weighting"],
+        checkpoint_fingerprint=checkpoint_fingerprint(paths.checkpoint),
+    )
     norms = np.linalg.norm(vectors, axis=1)
     version = effective_version(context, "item_embeddings", {})
     return dg.MaterializeResult(

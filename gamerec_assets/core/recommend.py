@@ -4,7 +4,8 @@ Serving needs no Dagster run and no torch: the user tower is exported as plain a
 (`user_tower.npz`, written with `item_emb.npy`), so loading is numpy, polars and FAISS only and
 stays well under a second on Steam-200k-sized artifacts. A user's vector is computed the way
 `TwoTower.encode_users` computes it, from every game the player owns (`user_games.parquet`,
-written at ingestion); games the player owns are never recommended.
+written at ingestion); games the player owns are never recommended. `Recommender.load` serves
+only a published set whose files match its manifest (see `publish`).
 """
 
 import difflib
@@ -19,9 +20,16 @@ import polars as pl
 
 from gamerec_assets.core.index import read_index, search
 from gamerec_assets.core.io import atomic_path
+from gamerec_assets.core.publish import (
+    CATALOG_FILE,
+    INDEX_FILE,
+    INDEX_SETTINGS_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    USER_GAMES_FILE,
+    USER_TOWER_FILE,
+    read_verified_manifest,
+)
 
-USER_TOWER_FILE = "user_tower.npz"
-USER_GAMES_FILE = "user_games.parquet"
 CLOSE_MATCHES = 5
 
 
@@ -45,8 +53,11 @@ class Recommendation:
     score: float
 
 
-def save_user_tower(path: str | Path, model: Any, history_weighting: bool) -> None:
-    """Write what encoding a user needs as arrays: the tables, the tower kind, normalisation."""
+def save_user_tower(
+    path: str | Path, model: Any, history_weighting: bool, checkpoint_fingerprint: str | None = None
+) -> None:
+    """Write what encoding a user needs as arrays: the tables, the tower kind, normalisation,
+    and the fingerprint of the checkpoint they came from (checked when the set is published)."""
     arrays: dict[str, np.ndarray] = {}
     if model.uses_history:
         arrays["history_embedding"] = model.history_embedding.weight.detach().cpu().numpy()
@@ -56,6 +67,7 @@ def save_user_tower(path: str | Path, model: Any, history_weighting: bool) -> No
         "user_tower": model.user_tower,
         "normalize": model.normalize,
         "history_weighting": history_weighting,
+        "checkpoint_fingerprint": checkpoint_fingerprint,
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -76,6 +88,7 @@ class UserTower:
     def load(cls, path: str | Path) -> "UserTower":
         with np.load(path, allow_pickle=False) as arrays:
             settings = json.loads(str(arrays["settings"]))
+            settings.pop("checkpoint_fingerprint", None)
             return cls(
                 **settings,
                 history_embedding=arrays.get("history_embedding"),
@@ -121,13 +134,15 @@ class Recommender:
         self._titles = {title: i for i, title in enumerate(catalog["title"].to_list())}
 
     @classmethod
-    def load(cls, artifacts_dir: str | Path) -> "Recommender":
+    def load(cls, artifacts_dir: str | Path, verify: bool = True) -> "Recommender":
+        """Load a published set; with `verify`, refuse files that do not match its manifest
+        (`publish.ArtifactSetError`), e.g. an index copied in from another run."""
         folder = Path(artifacts_dir)
         needed = [
-            "catalog.parquet",
-            "item_emb.npy",
-            "index.faiss",
-            "index.json",
+            CATALOG_FILE,
+            ITEM_EMBEDDINGS_FILE,
+            INDEX_FILE,
+            INDEX_SETTINGS_FILE,
             USER_TOWER_FILE,
             USER_GAMES_FILE,
         ]
@@ -137,14 +152,16 @@ class Recommender:
                 f"{folder}: missing {', '.join(missing)}; materialize the graph first "
                 "(`gamerec materialize`), or point ARTIFACTS_DIR at its artifacts"
             )
-        settings = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+        if verify:
+            read_verified_manifest(folder, needed)
+        settings = json.loads((folder / INDEX_SETTINGS_FILE).read_text(encoding="utf-8"))
         return cls(
-            catalog=pl.read_parquet(folder / "catalog.parquet"),
-            index=read_index(folder / "index.faiss"),
+            catalog=pl.read_parquet(folder / CATALOG_FILE),
+            index=read_index(folder / INDEX_FILE),
             metric=settings["metric"],
             tower=UserTower.load(folder / USER_TOWER_FILE),
             user_games=pl.read_parquet(folder / USER_GAMES_FILE),
-            item_vectors=np.load(folder / "item_emb.npy", mmap_mode="r"),
+            item_vectors=np.load(folder / ITEM_EMBEDDINGS_FILE, mmap_mode="r"),
         )
 
     def item_idx_of_titles(self, titles: list[str]) -> np.ndarray:

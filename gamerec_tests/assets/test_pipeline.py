@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 import torch
 
+from gamerec_assets import Recommender
 from gamerec_assets.assets import evaluation as evaluation_assets
 from gamerec_assets.core.index import read_index, search
+from gamerec_assets.core.publish import MANIFEST_FILE, SERVING_FILES
 from gamerec_assets.core.trainer import checkpoint_fingerprint, load_checkpoint
 from gamerec_assets.definitions import STAGE_MODULES
 from gamerec_tests.conftest import (
@@ -154,32 +156,6 @@ def test_index_alone_rebuilds_from_stored_embeddings(built, instance):
     assert paths.checkpoint.read_bytes() == checkpoint_bytes
 
 
-def test_blocking_check_stops_bad_input_and_keeps_good_artifacts(tmp_path, instance):
-    source_file = tmp_path / "interactions.csv"
-    frame = clustered_interactions()
-    frame.write_csv(source_file)
-    resources = small_resources(tmp_path, kind="interactions", path=str(source_file))
-    assert materialize(resources, instance).success
-    paths = resources["paths"]
-    kept = [paths.checkpoint, paths.item_embeddings, paths.metrics, paths.faiss_index]
-    before = {path: path.read_bytes() for path in kept}
-
-    frame.with_columns(
-        play_time_hours=pl.when(pl.col("user_id") == 3).then(-5.0).otherwise(1.0)
-    ).write_csv(source_file)
-    result = materialize(resources, instance, raise_on_error=False)
-    assert not result.success
-    assert check_outcomes(result)["interactions_hours_valid"] is False
-    assert materialized_keys(result) == {"raw_interactions", "interactions"}
-    evaluation = next(
-        e
-        for e in result.get_asset_check_evaluations()
-        if e.check_name == "interactions_hours_valid"
-    )
-    assert evaluation.metadata["bad_rows"].value == 6
-    assert {path: path.read_bytes() for path in kept} == before
-
-
 @pytest.mark.parametrize(
     "corrupt, message",
     [
@@ -188,8 +164,14 @@ def test_blocking_check_stops_bad_input_and_keeps_good_artifacts(tmp_path, insta
             lambda frame: frame.with_columns(play_time_hours=pl.lit("lots")),
             "column play_time_hours: expected a number",
         ),
+        (
+            lambda frame: frame.with_columns(
+                play_time_hours=pl.when(pl.col("user_id") == 3).then(-5.0).otherwise(1.0)
+            ),
+            "column play_time_hours: expected a finite number >= 0",
+        ),
     ],
-    ids=["missing-column", "text-hours"],
+    ids=["missing-column", "text-hours", "negative-hours"],
 )
 def test_unreadable_input_fails_the_run_and_leaves_every_artifact_as_it_was(
     tmp_path, instance, corrupt, message
@@ -199,9 +181,7 @@ def test_unreadable_input_fails_the_run_and_leaves_every_artifact_as_it_was(
     frame.write_csv(source_file)
     resources = small_resources(tmp_path, kind="interactions", path=str(source_file))
     assert materialize(resources, instance).success
-    artifacts = sorted(path for path in (tmp_path / "artifacts").iterdir())
-    data = sorted(path for path in (tmp_path / "data").iterdir())
-    before = {path: path.read_bytes() for path in artifacts + data}
+    before = _every_file(tmp_path)
 
     corrupt(frame).write_csv(source_file)
     result = materialize(resources, instance, raise_on_error=False)
@@ -210,9 +190,14 @@ def test_unreadable_input_fails_the_run_and_leaves_every_artifact_as_it_was(
     assert message in str(failure.event_specific_data.error) and str(source_file) in str(
         failure.event_specific_data.error
     )
-    after = sorted((tmp_path / "artifacts").iterdir()) + sorted((tmp_path / "data").iterdir())
-    assert after == artifacts + data  # no temporary file left behind
-    assert {path: path.read_bytes() for path in after} == before
+    assert _every_file(tmp_path) == before  # the same files, byte for byte, and no others
+
+
+def _every_file(tmp_path) -> dict:
+    folders = [tmp_path / "artifacts", tmp_path / "data"]
+    return {
+        p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def test_trained_model_clearly_beats_popularity_on_synthetic_data(tmp_path, instance):
@@ -274,3 +259,36 @@ def test_two_runs_on_cpu_give_identical_metrics_and_byte_identical_artifacts(bui
     assert json.loads(first.metrics.read_text()) == json.loads(second.metrics.read_text())
     # torch.save stamps each file with a random id; the weights and history are what must match
     assert checkpoint_fingerprint(first.checkpoint) == checkpoint_fingerprint(second.checkpoint)
+
+
+def _published(paths) -> dict:
+    folder = paths.published("")
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_a_model_worse_than_popularity_leaves_the_published_set_as_it_was(built, instance):
+    """The gate fails after the new checkpoint, embeddings and metrics are staged: none of
+    them reaches ARTIFACTS_DIR, serving goes on from the previous set, and rebuilding only the
+    index does not sneak the failed model in either."""
+    resources, _ = built
+    paths = resources["paths"]
+    before = _published(paths)
+    assert set(before) == {*SERVING_FILES, MANIFEST_FILE}
+    worse = {
+        **resources,
+        "training": with_settings(resources["training"], lr=1e-7, epochs=1, select_epochs=False),
+    }
+    result = materialize(worse, instance, raise_on_error=False)
+    assert not result.success
+    assert check_outcomes(result)["model_beats_popularity"] is False
+    assert "faiss_index" not in materialized_keys(result)
+    assert paths.checkpoint.read_bytes() != before["two_tower.pt"]  # the new model is staged
+    assert _published(paths) == before
+    assert Recommender.load(paths.artifacts_dir).index.ntotal == 120
+
+    index_only = materialize(worse, instance, selection=["faiss_index"], raise_on_error=False)
+    assert not index_only.success
+    failure = next(e for e in index_only.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "not publishing" in str(failure.event_specific_data.error)
+    assert "model_beats_popularity" in str(failure.event_specific_data.error)
+    assert _published(paths) == before

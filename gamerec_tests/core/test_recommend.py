@@ -2,7 +2,6 @@
 
 import json
 
-import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
@@ -17,8 +16,6 @@ from gamerec_assets.core.recommend import (
     save_user_tower,
 )
 from gamerec_assets.core.trainer import load_checkpoint, playtime_weights
-from gamerec_tests.assets.test_pipeline import GRAPH
-from gamerec_tests.conftest import small_resources
 
 # --- the user tower as numpy ---------------------------------------------------------------------
 
@@ -55,14 +52,9 @@ def test_numpy_user_tower_equals_the_models_user_vectors(
 # --- the Recommender on a materialized graph -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serving")
-    result = dg.materialize(
-        GRAPH, resources=small_resources(folder), instance=dg.DagsterInstance.ephemeral()
-    )
-    assert result.success
-    return folder / "artifacts"
+@pytest.fixture
+def artifacts(published_run):
+    return published_run.artifacts
 
 
 def _brute_force(vector, item_vectors, exclude, k):
