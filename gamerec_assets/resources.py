@@ -253,11 +253,22 @@ class TrainingResource(dg.ConfigurableResource):
         ),
     )
 
+    nproc: int = Field(
+        default=1,
+        gt=0,
+        description=(
+            "TRAIN_NPROC: 1 trains in the run's process; N > 1 launches a torchrun job of N "
+            "data-parallel processes through Dagster Pipes (global batch = BATCH_SIZE). Not "
+            "part of the model's version: N processes compute the model one would, to float "
+            "rounding."
+        ),
+    )
+
     def version_fields(self) -> dict[str, object]:
         return {f"training.{k}": v for k, v in asdict(self.train_config()).items()}
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(**self.model_dump(exclude={"epoch_checkpoints"}))
+        return TrainConfig(**self.model_dump(exclude={"epoch_checkpoints", "nproc"}))
 
 
 class EvaluationResource(dg.ConfigurableResource):
@@ -366,6 +377,7 @@ ENV_SETTINGS: dict[str, tuple[str, str]] = {
     "GAMEREC_REFIT": ("training", "refit"),
     "GAMEREC_SPARSE_GRADIENTS": ("training", "sparse_gradients"),
     "GAMEREC_EPOCH_CHECKPOINTS": ("training", "epoch_checkpoints"),
+    "TRAIN_NPROC": ("training", "nproc"),
     "VAL_K": ("evaluation", "k"),
     "GAMEREC_EASE_BASELINE": ("evaluation", "ease_baseline"),
     "GAMEREC_EASE_L2": ("evaluation", "ease_l2"),

@@ -46,7 +46,9 @@ OWN_CODE: dict[str, tuple[str, ...]] = {
     "two_tower_checkpoint": (
         "gamerec_assets.core.model",
         "gamerec_assets.core.trainer",
+        "gamerec_assets.core.distributed",
         "gamerec_assets.core.plots",
+        "gamerec_assets.train_worker",
         "gamerec_assets.assets.training",
     ),
     "item_embeddings": ("gamerec_assets.core.recommend", "gamerec_assets.assets.training"),

@@ -22,12 +22,17 @@ def test_defaults_are_the_tuned_model_under_the_seeds_names():
     assert resources["training"].epoch_checkpoints is True
 
 
-def test_epoch_checkpoints_are_not_part_of_the_models_version():
-    """Turning them off changes no weight, so it must not make the checkpoint stale."""
-    on = resources_from_env({})["training"]
-    off = resources_from_env({"GAMEREC_EPOCH_CHECKPOINTS": "false"})["training"]
-    assert on.version_fields() == off.version_fields()
-    assert on.train_config() == off.train_config()
+@pytest.mark.parametrize(
+    "variable, value", [("GAMEREC_EPOCH_CHECKPOINTS", "false"), ("TRAIN_NPROC", "2")]
+)
+def test_how_training_runs_is_not_part_of_the_models_version(variable, value):
+    """Epoch checkpoints and the number of processes change no weight (beyond float
+    rounding), so changing them must not make the checkpoint stale."""
+    default = resources_from_env({})["training"]
+    changed = resources_from_env({variable: value})["training"]
+    assert changed != default
+    assert default.version_fields() == changed.version_fields()
+    assert default.train_config() == changed.train_config()
 
 
 def test_env_vars_override_every_setting():
@@ -51,6 +56,7 @@ def test_env_vars_override_every_setting():
             "GAMEREC_EVAL_USERS": "500",
             "GAMEREC_SPARSE_GRADIENTS": "false",
             "GAMEREC_EPOCH_CHECKPOINTS": "false",
+            "TRAIN_NPROC": "4",
         }
     )
     config = resources["training"].train_config()
@@ -65,7 +71,7 @@ def test_env_vars_override_every_setting():
     assert training.seed == resources["split"].seed == resources["source"].synthetic_seed == 42
     assert resources["evaluation"].seed == 42 and resources["evaluation"].sample_users == 500
     assert config.sparse_gradients is False
-    assert training.epoch_checkpoints is False
+    assert training.epoch_checkpoints is False and training.nproc == 4
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
     assert resources["split"].strategy == "random"
@@ -85,6 +91,7 @@ def test_env_vars_override_every_setting():
         ("GAMEREC_SOURCE", "kafka"),
         ("GAMEREC_SPLIT", "oldest"),
         ("GAMEREC_DEVICE", "tpu"),
+        ("TRAIN_NPROC", "0"),
     ],
 )
 def test_bad_values_are_rejected_before_anything_runs(variable, value):

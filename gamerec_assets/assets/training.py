@@ -1,7 +1,11 @@
 """Stage 3, training: the two-tower checkpoint and the item embeddings FAISS serves."""
 
 import base64
+import json
+import os
 import shutil
+from dataclasses import asdict
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -14,6 +18,8 @@ from gamerec_assets.core.plots import training_curve_png
 from gamerec_assets.core.publish import CATALOG_FILE
 from gamerec_assets.core.recommend import save_user_tower
 from gamerec_assets.core.trainer import (
+    TrainConfig,
+    checkpoint_extra,
     checkpoint_fingerprint,
     fit_two_tower,
     load_checkpoint,
@@ -25,6 +31,7 @@ from gamerec_assets.resources import (
     SplitResource,
     TrainingResource,
 )
+from gamerec_assets.train_worker import torchrun_command
 from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
@@ -54,16 +61,73 @@ def two_tower_checkpoint(
 ) -> dg.MaterializeResult:
     config = training.train_config()
     device = compute.setup()
-    train = pl.read_parquet(
-        paths.train_interactions, columns=["user_idx", "item_idx", "play_time_hours"]
-    )
     n_users = (
         pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item() + 1
     )
     n_items = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
+    trained_on = {
+        CATALOG_FILE: file_sha256(paths.catalog),
+        paths.train_interactions.name: file_sha256(paths.train_interactions),
+    }
     context.log.info(
-        f"training on {train.height} pairs, {n_users} users x {n_items} games, device {device}, "
-        f"config {config}"
+        f"training {n_users} users x {n_items} games, device {device}, "
+        f"{training.nproc} process(es), config {config}"
+    )
+    state_dir = paths.training_state if training.epoch_checkpoints else None
+    if training.nproc > 1:
+        run_metadata = train_with_torchrun(
+            context, training, split, compute, paths, n_users, n_items, trained_on, state_dir
+        )
+    else:
+        run_metadata = train_in_process(
+            context, config, split, device, paths, n_users, n_items, trained_on, state_dir
+        )
+    shutil.rmtree(paths.training_state, ignore_errors=True)
+
+    checkpoint = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
+    losses, tuning_scores = checkpoint["epoch_losses"], checkpoint["tuning_ndcg"]
+    tuning_losses = checkpoint["extra"]["tuning_epoch_losses"]
+    phases = {"refit" if tuning_losses else "train": losses}
+    if tuning_losses:
+        phases = {"tune": tuning_losses, **phases}
+    curve = training_curve_png(phases, tuning_scores or None)
+    version = effective_version(context, "two_tower_checkpoint", {"training": training})
+    return dg.MaterializeResult(
+        tags=version["tags"],
+        metadata={
+            **version["metadata"],
+            "final_loss": losses[-1],
+            "epoch_losses": dg.MetadataValue.json(losses),
+            "training_curve": dg.MetadataValue.md(
+                f"![training curve](data:image/png;base64,{base64.b64encode(curve).decode()})"
+            ),
+            "epochs_trained": len(losses),
+            "best_epoch": checkpoint["best_epoch"],
+            "tuning_ndcg": dg.MetadataValue.json(tuning_scores),
+            "device": str(device),
+            "world_size": checkpoint["extra"]["world_size"],
+            **run_metadata,
+            "config": dg.MetadataValue.json(training.model_dump()),
+            "path": dg.MetadataValue.path(str(paths.checkpoint)),
+        },
+        data_version=dg.DataVersion(checkpoint_fingerprint(paths.checkpoint)[:16]),
+    )
+
+
+def train_in_process(
+    context: dg.AssetExecutionContext,
+    config: TrainConfig,
+    split: SplitResource,
+    device: torch.device,
+    paths: PathsResource,
+    n_users: int,
+    n_items: int,
+    trained_on: dict[str, str],
+    state_dir: Path | None,
+) -> dict[str, object]:
+    """Train in the run's own process and write the checkpoint (TRAIN_NPROC=1)."""
+    train = pl.read_parquet(
+        paths.train_interactions, columns=["user_idx", "item_idx", "play_time_hours"]
     )
 
     def log_epoch(phase: str, epoch: int, loss: float, tuning_ndcg: float | None) -> None:
@@ -78,40 +142,52 @@ def two_tower_checkpoint(
         split.strategy,
         device,
         on_epoch_end=log_epoch,
-        state_dir=paths.training_state if training.epoch_checkpoints else None,
+        state_dir=state_dir,
         log=context.log.info,
     )
-    result = fit.final
-    trained_on = {
-        CATALOG_FILE: file_sha256(paths.catalog),
-        paths.train_interactions.name: file_sha256(paths.train_interactions),
-    }
-    save_checkpoint(paths.checkpoint, result, extra={"inputs": trained_on})
-    shutil.rmtree(paths.training_state, ignore_errors=True)
-    phases = {"train" if fit.tuning is None else "refit": result.epoch_losses}
-    if fit.tuning is not None:
-        phases = {"tune": fit.tuning.epoch_losses, **phases}
-    curve = training_curve_png(phases, fit.tuning.tuning_ndcg if fit.tuning else None)
-    version = effective_version(context, "two_tower_checkpoint", {"training": training})
-    return dg.MaterializeResult(
-        tags=version["tags"],
-        metadata={
-            **version["metadata"],
-            "final_loss": result.epoch_losses[-1],
-            "epoch_losses": dg.MetadataValue.json(result.epoch_losses),
-            "training_curve": dg.MetadataValue.md(
-                f"![training curve](data:image/png;base64,{base64.b64encode(curve).decode()})"
-            ),
-            "epochs_trained": len(result.epoch_losses),
-            "best_epoch": result.best_epoch,
-            "tuning_ndcg": dg.MetadataValue.json(result.tuning_ndcg),
-            "fit_seconds": round(fit.seconds, 3),
-            "device": str(device),
-            "config": dg.MetadataValue.json(training.model_dump()),
-            "path": dg.MetadataValue.path(str(paths.checkpoint)),
-        },
-        data_version=dg.DataVersion(checkpoint_fingerprint(paths.checkpoint)[:16]),
-    )
+    save_checkpoint(paths.checkpoint, fit.final, extra=checkpoint_extra(fit, trained_on, 1))
+    return {"fit_seconds": round(fit.seconds, 3)}
+
+
+def train_with_torchrun(
+    context: dg.AssetExecutionContext,
+    training: TrainingResource,
+    split: SplitResource,
+    compute: ComputeResource,
+    paths: PathsResource,
+    n_users: int,
+    n_items: int,
+    trained_on: dict[str, str],
+    state_dir: Path | None,
+) -> dict[str, object]:
+    """Train as a `torchrun` job of TRAIN_NPROC processes through Dagster Pipes: rank 0's logs
+    and metadata stream into this run, and it writes the checkpoint (see `train_worker`)."""
+    threads = max(1, (compute.num_threads or os.cpu_count() or 1) // training.nproc)
+    command = [
+        *torchrun_command(training.nproc),
+        "--train",
+        str(paths.train_interactions),
+        "--n-users",
+        str(n_users),
+        "--n-items",
+        str(n_items),
+        "--config",
+        json.dumps(asdict(training.train_config())),
+        "--split-strategy",
+        split.strategy,
+        "--checkpoint",
+        str(paths.checkpoint),
+        "--inputs",
+        json.dumps(trained_on),
+        "--device",
+        compute.device,
+        "--num-threads",
+        str(threads),
+        *(["--state-dir", str(state_dir)] if state_dir is not None else []),
+    ]
+    invocation = dg.PipesSubprocessClient().run(command=command, context=context)
+    reported = invocation.get_materialize_result().metadata or {}
+    return {key: reported[key] for key in ("fit_seconds", "backend") if key in reported}
 
 
 @dg.asset_check(

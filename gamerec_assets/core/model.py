@@ -202,10 +202,22 @@ class TwoTower(nn.Module):
         `pair_weights[b]` is the history weight of (users[b], items[b]) when the history is
         weighted, so that pair is removed from its own user's pooled history exactly.
         """
+        user_vectors, item_vectors = self.encode_pairs(users, items, history, pair_weights)
+        return user_vectors @ item_vectors.T
+
+    def encode_pairs(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        history: UserHistory | None = None,
+        pair_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers' vectors of a batch of positive pairs, before they are scored (data-
+        parallel training gathers the item vectors of every process first)."""
         user_vectors = self.encode_users(
             users, history, exclude_items=items, exclude_weights=pair_weights
         )
-        return user_vectors @ self.encode_items(items).T
+        return user_vectors, self.encode_items(items)
 
     @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:

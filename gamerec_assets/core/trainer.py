@@ -40,6 +40,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gamerec_assets.core.distributed import (
+    World,
+    batch_loss,
+    data_parallel,
+    sharded_tuning_ndcg,
+)
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.metrics import TrainItems, heldout_ranks, ranking_metrics
 from gamerec_assets.core.model import USER_TOWERS, TwoTower, UserHistory
@@ -230,12 +236,15 @@ def train_two_tower(
     on_epoch_end: Callable[[int, float, float | None], None] | None = None,
     progress: bool | None = None,
     checkpoints: EpochCheckpoints | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train on positive pairs; deterministic for a seed on CPU.
 
     With `tuning`, stops after `patience` epochs without a better tuning NDCG and returns the
     best epoch's weights (`best_epoch`); without it, trains `epochs` epochs. With
     `checkpoints`, saves the state after each epoch and resumes from a matching saved state.
+    With `world` (a `torchrun` job of several processes), trains data-parallel: see
+    `distributed`; every process returns the same model, only rank 0 saves epoch states.
     """
     # Multi-threaded embedding backward passes on CPU are otherwise racy; restore the
     # process-wide setting afterwards so other code (and CUDA runs) is not affected.
@@ -243,7 +252,16 @@ def train_two_tower(
     torch.use_deterministic_algorithms(device.type == "cpu" or was_deterministic)
     try:
         return _train(
-            pairs, n_users, n_items, config, device, tuning, on_epoch_end, progress, checkpoints
+            pairs,
+            n_users,
+            n_items,
+            config,
+            device,
+            tuning,
+            on_epoch_end,
+            progress,
+            checkpoints,
+            world if world is not None and world.size > 1 else None,
         )
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
@@ -259,11 +277,13 @@ def _train(
     on_epoch_end: Callable[[int, float, float | None], None] | None,
     progress: bool | None,
     checkpoints: EpochCheckpoints | None,
+    world: World | None,
 ) -> TrainResult:
     torch.manual_seed(config.seed)
     model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
     model = model.to(device).use_sparse_gradients(config.sparse_gradients)
     optimizer = make_optimizer(model, config)
+    towers = None if world is None else data_parallel(model, device)
     users = torch.tensor(np.asarray(pairs.users), dtype=torch.long, device=device)
     items = torch.tensor(np.asarray(pairs.items), dtype=torch.long, device=device)
     weights = None
@@ -286,6 +306,7 @@ def _train(
     loss_weights = weights if config.playtime_weighting else None
     generator = torch.Generator().manual_seed(config.seed)
     show_progress = sys.stderr.isatty() if progress is None else progress
+    show_progress = show_progress and (world is None or world.is_main)
 
     result = TrainResult(model=model, config=config)
     best_state, best_score, epoch = None, -np.inf, 0
@@ -312,35 +333,59 @@ def _train(
         batch_rows = list(shuffled_batches(len(users), config.batch_size, generator))
         for rows in tqdm(batch_rows, desc=f"epoch {epoch}", disable=not show_progress, leave=False):
             rows = rows.to(device)
-            logits = batch_logits(
-                model,
-                users[rows],
-                items[rows],
-                history,
-                config,
-                log_q,
-                None if history_weights is None else history_weights[rows],
-            )
-            loss = in_batch_softmax_loss(
-                logits, None if loss_weights is None else loss_weights[rows]
-            )
+            if towers is None:
+                logits = batch_logits(
+                    model,
+                    users[rows],
+                    items[rows],
+                    history,
+                    config,
+                    log_q,
+                    None if history_weights is None else history_weights[rows],
+                )
+                loss = in_batch_softmax_loss(
+                    logits, None if loss_weights is None else loss_weights[rows]
+                )
+            else:
+                loss = batch_loss(
+                    towers,
+                    world,
+                    rows,
+                    users,
+                    items,
+                    history,
+                    config.temperature,
+                    log_q,
+                    config.mask_accidental_hits,
+                    ACCIDENTAL_HIT_LOGIT,
+                    history_weights,
+                    loss_weights,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item()
             batches += 1
-        result.epoch_losses.append(total / batches)
+        result.epoch_losses.append(
+            total / batches if world is None else world.mean(total / batches)
+        )
         model.eval()
         score = None
         if tuning is not None:
-            score = tuning_ndcg(model, history, tuning)
+            score = (
+                tuning_ndcg(model, history, tuning)
+                if world is None
+                else sharded_tuning_ndcg(
+                    model, history, tuning.users, tuning.items, tuning.k, world
+                )
+            )
             result.tuning_ndcg.append(score)
             if score > best_score:
                 best_score, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
         else:
             result.best_epoch = epoch
-        if checkpoints is not None:
+        if checkpoints is not None and (world is None or world.is_main):
             _save_epoch_state(
                 checkpoints.path,
                 {
@@ -458,6 +503,7 @@ def fit_two_tower(
     progress: bool | None = None,
     state_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
+    world: World | None = None,
 ) -> FitResult:
     """Train on an indexed training split, selecting epochs on a tuning split carved from it.
 
@@ -486,6 +532,7 @@ def fit_two_tower(
             on_epoch_end=report("train"),
             progress=progress,
             checkpoints=checkpoints("train"),
+            world=world,
         )
         return FitResult(final=final)
     tuning_set = TuningSet(
@@ -501,6 +548,7 @@ def fit_two_tower(
         on_epoch_end=report("tune"),
         progress=progress,
         checkpoints=checkpoints("tune"),
+        world=world,
     )
     if not config.refit:
         return FitResult(final=tuned, tuning=tuned)
@@ -513,11 +561,22 @@ def fit_two_tower(
         on_epoch_end=report("refit"),
         progress=progress,
         checkpoints=checkpoints("refit"),
+        world=world,
     )
     final.tuning_ndcg = list(tuned.tuning_ndcg)
     final.best_epoch = tuned.best_epoch
     final.config = config  # as configured; best_epoch says how many epochs the refit ran
     return FitResult(final=final, tuning=tuned)
+
+
+def checkpoint_extra(fit: FitResult, inputs: dict[str, str], world_size: int) -> dict[str, Any]:
+    """What a checkpoint records beside the final model: the hashes of the files it was
+    trained on, the tuning run's losses (for the training curve), the number of processes."""
+    return {
+        "inputs": dict(inputs),
+        "world_size": world_size,
+        "tuning_epoch_losses": list(fit.tuning.epoch_losses) if fit.tuning else [],
+    }
 
 
 def save_checkpoint(

@@ -292,3 +292,25 @@ def test_a_model_worse_than_popularity_leaves_the_published_set_as_it_was(built,
     assert "not publishing" in str(failure.event_specific_data.error)
     assert "model_beats_popularity" in str(failure.event_specific_data.error)
     assert _published(paths) == before
+
+
+def test_training_as_a_two_process_torchrun_job_streams_into_the_run(tmp_path, instance):
+    """TRAIN_NPROC=2: the checkpoint asset launches torchrun through Dagster Pipes; rank 0's
+    log lines and metadata arrive in this run, and the rest of the graph runs on its output."""
+    resources = small_resources(tmp_path)
+    resources["training"] = with_settings(resources["training"], nproc=2)
+    result = materialize(resources, instance)
+    assert result.success and all(check_outcomes(result).values())
+    metadata = next(
+        event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+        if event.asset_key.to_user_string() == "two_tower_checkpoint"
+    )
+    assert metadata["world_size"].value == 2 and metadata["backend"].value == "gloo"
+    assert metadata["fit_seconds"].value > 0
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any("rank 0 of 2 processes (gloo)" in message for message in messages)
+    assert any(message.startswith("refit epoch 1: loss") for message in messages)
+    model, checkpoint = load_checkpoint(resources["paths"].published("two_tower.pt"))
+    assert checkpoint["extra"]["world_size"] == 2 and model.n_items == 120
+    assert Recommender.load(resources["paths"].artifacts_dir).index.ntotal == 120
