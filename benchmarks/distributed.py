@@ -57,6 +57,7 @@ def torchrun_job(bench, config, nproc: int, folder: Path) -> tuple[dict, torch.n
             f"--n-items={data.n_items}",
             f"--config={json.dumps(asdict(config))}",
             f"--checkpoint={checkpoint}",
+            f"--inputs={train}",
             "--num-threads=1",
         ],
         capture_output=True,

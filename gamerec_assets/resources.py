@@ -248,8 +248,8 @@ class TrainingResource(dg.ConfigurableResource):
         default=True,
         description=(
             "GAMEREC_EPOCH_CHECKPOINTS: save the training state after every epoch under "
-            "ARTIFACTS_DIR/training_state, so a killed run resumes there. Not part of the "
-            "model's version: it changes no weight."
+            "ARTIFACTS_DIR/staging/training_state, so a killed run resumes there. Not part of "
+            "the model's version: it changes no weight."
         ),
     )
 

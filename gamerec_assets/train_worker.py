@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 import torch
@@ -21,6 +22,7 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dags
 
 from gamerec_assets.core.compute import configure_threads, resolve_device
 from gamerec_assets.core.distributed import World, backend_for, process_group
+from gamerec_assets.core.io import file_sha256
 from gamerec_assets.core.trainer import (
     TrainConfig,
     checkpoint_extra,
@@ -53,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="where rank 0 writes two_tower.pt")
     parser.add_argument("--state-dir", help="per-epoch training state, to resume a killed job")
     parser.add_argument(
-        "--inputs", default="{}", help="JSON {file name: SHA-256} of the files trained on"
+        "--inputs",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="the files the model depends on (catalog.parquet, user_games.parquet, the "
+        "training split); their hashes go into the checkpoint and publishing checks them",
     )
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--num-threads", type=int, default=0, help="per process; 0 = torch's")
@@ -101,7 +108,7 @@ def train(args: argparse.Namespace, world: World, pipes: PipesContext | None) ->
         world=world,
     )
     if world.is_main:
-        inputs = json.loads(args.inputs)
+        inputs = {Path(path).name: file_sha256(path) for path in args.inputs}
         save_checkpoint(args.checkpoint, fit.final, extra=checkpoint_extra(fit, inputs, world.size))
         log(f"wrote {args.checkpoint} after {fit.seconds:.1f}s of training")
         if pipes is not None:

@@ -48,7 +48,8 @@ def raw_interactions(
     description=(
         "One row per (user, game): original ids, contiguous user_idx/item_idx (sorted order of "
         "the original ids) and play_time_hours. For serving, the game catalog (item_idx, "
-        "game_id, title) and every player's games (user_games.parquet) go to ARTIFACTS_DIR."
+        "game_id, title) and every player's games (user_games.parquet) go to "
+        "ARTIFACTS_DIR/staging, published with the rest by faiss_index."
     ),
 )
 def interactions(

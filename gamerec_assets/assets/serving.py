@@ -63,13 +63,6 @@ def faiss_index(
     context: dg.AssetExecutionContext, index: IndexResource, paths: PathsResource
 ) -> dg.MaterializeResult:
     settings = index.index_settings()
-    report = json.loads(paths.metrics.read_text(encoding="utf-8"))
-    passed, why_not, _ = popularity_gate(report)
-    if not passed:  # the blocking check stops a full run; this stops an index-only one
-        raise dg.Failure(
-            f"not publishing: the staged model in {paths.staging} fails "
-            f"{MODEL_BEATS_POPULARITY} ({why_not}); the published set stays as it was"
-        )
     vectors = np.load(paths.item_embeddings)
     started = time.perf_counter()
     built = build_index(vectors, settings)
@@ -97,6 +90,12 @@ def faiss_index(
         built_from = staged_set_lineage(paths.staging)
     except ArtifactSetError as error:
         raise dg.Failure(f"not publishing: {error}") from error
+    passed, why_not, _ = popularity_gate(json.loads(paths.metrics.read_text(encoding="utf-8")))
+    if not passed:  # the blocking check stops a full run; this stops an index-only one
+        raise dg.Failure(
+            f"not publishing: the staged model in {paths.staging} fails "
+            f"{MODEL_BEATS_POPULARITY} ({why_not}); the published set stays as it was"
+        )
     manifest = publish_artifacts(
         paths.staging,
         paths.artifacts_dir,

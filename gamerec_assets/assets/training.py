@@ -15,7 +15,6 @@ import torch
 from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path, file_sha256
 from gamerec_assets.core.plots import training_curve_png
-from gamerec_assets.core.publish import CATALOG_FILE
 from gamerec_assets.core.recommend import save_user_tower
 from gamerec_assets.core.trainer import (
     TrainConfig,
@@ -65,10 +64,6 @@ def two_tower_checkpoint(
         pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item() + 1
     )
     n_items = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
-    trained_on = {
-        CATALOG_FILE: file_sha256(paths.catalog),
-        paths.train_interactions.name: file_sha256(paths.train_interactions),
-    }
     context.log.info(
         f"training {n_users} users x {n_items} games, device {device}, "
         f"{training.nproc} process(es), config {config}"
@@ -76,11 +71,11 @@ def two_tower_checkpoint(
     state_dir = paths.training_state if training.epoch_checkpoints else None
     if training.nproc > 1:
         run_metadata = train_with_torchrun(
-            context, training, split, compute, paths, n_users, n_items, trained_on, state_dir
+            context, training, split, compute, paths, n_users, n_items, state_dir
         )
     else:
         run_metadata = train_in_process(
-            context, config, split, device, paths, n_users, n_items, trained_on, state_dir
+            context, config, split, device, paths, n_users, n_items, state_dir
         )
     shutil.rmtree(paths.training_state, ignore_errors=True)
 
@@ -114,6 +109,12 @@ def two_tower_checkpoint(
     )
 
 
+def training_inputs(paths: PathsResource) -> list[Path]:
+    """The files a model depends on; their hashes go into the checkpoint, and publishing
+    checks the staged catalog and players' games against them (the id mapping must match)."""
+    return [paths.catalog, paths.user_games, paths.train_interactions]
+
+
 def train_in_process(
     context: dg.AssetExecutionContext,
     config: TrainConfig,
@@ -122,7 +123,6 @@ def train_in_process(
     paths: PathsResource,
     n_users: int,
     n_items: int,
-    trained_on: dict[str, str],
     state_dir: Path | None,
 ) -> dict[str, object]:
     """Train in the run's own process and write the checkpoint (TRAIN_NPROC=1)."""
@@ -145,6 +145,7 @@ def train_in_process(
         state_dir=state_dir,
         log=context.log.info,
     )
+    trained_on = {path.name: file_sha256(path) for path in training_inputs(paths)}
     save_checkpoint(paths.checkpoint, fit.final, extra=checkpoint_extra(fit, trained_on, 1))
     return {"fit_seconds": round(fit.seconds, 3)}
 
@@ -157,7 +158,6 @@ def train_with_torchrun(
     paths: PathsResource,
     n_users: int,
     n_items: int,
-    trained_on: dict[str, str],
     state_dir: Path | None,
 ) -> dict[str, object]:
     """Train as a `torchrun` job of TRAIN_NPROC processes through Dagster Pipes: rank 0's logs
@@ -178,7 +178,7 @@ def train_with_torchrun(
         "--checkpoint",
         str(paths.checkpoint),
         "--inputs",
-        json.dumps(trained_on),
+        *map(str, training_inputs(paths)),
         "--device",
         compute.device,
         "--num-threads",

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,23 +37,25 @@ class World:
 
     rank: int
     size: int
+    device: torch.device = torch.device("cpu")
+    """Where collective tensors live: NCCL reduces CUDA tensors only."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @classmethod
-    def current(cls) -> "World | None":
-        """The initialised process group's world, or None when training in one process."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return None
-        return cls(dist.get_rank(), dist.get_world_size())
-
     def mean(self, value: float) -> float:
         """The mean of a float over every process."""
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(total)
         return float(total.item()) / self.size
+
+    def from_main(self, value: Any) -> Any:
+        """Rank 0's `value` on every process (e.g. the epoch state only rank 0 could read:
+        without a shared folder the others would resume differently and the job would hang)."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
 
 
 def backend_for(device: torch.device) -> str:
@@ -66,7 +69,7 @@ def process_group(device: torch.device) -> Iterator[World]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend_for(device))
     try:
-        yield World(dist.get_rank(), dist.get_world_size())
+        yield World(dist.get_rank(), dist.get_world_size(), device)
     finally:
         dist.destroy_process_group()
 

@@ -3,13 +3,15 @@
 Every file is written under a temporary name in the same folder and renamed into place, so a
 crash or an exception never leaves a half-written artifact where a good one stood. A process
 killed outright (SIGKILL, out of memory) cannot clean up its temporary file; the name carries
-the writer's process id, and the next write of the same file removes those of dead writers.
+the writer's host and process id, and the next write of the same file on that host removes
+those of dead writers.
 """
 
 import glob
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,29 +23,46 @@ import polars as pl
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The file is flushed to disk before the rename and the rename after it, so a machine that
+    stops (a preempted node) holds the old file or the new one, never a torn one.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
+        prefix=f".{target.name}.{_writer_id()}.", suffix=".tmp", dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        _fsync(tmp)
         os.replace(tmp, target)
+        _fsync(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def _fsync(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Delete temporary files left beside `target` by writers that no longer run."""
+    """Delete temporary files left beside `target` by writers on this machine that no longer
+    run. Writers elsewhere (another pod on a shared volume) are left alone: their process ids
+    mean nothing here."""
     removed = []
     for candidate in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        pid = candidate.name[len(target.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        writer = candidate.name[len(target.name) + 2 :].split(".", 1)[0]
+        host, _, pid = writer.rpartition("-")
+        if host == _HOST and pid.isdigit() and not _process_alive(int(pid)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
@@ -57,6 +76,14 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _writer_id() -> str:
+    """`<host>-<pid>` of the writing process (asked at each write: a fork has another pid)."""
+    return f"{_HOST}-{os.getpid()}"
 
 
 def _read_umask() -> int:

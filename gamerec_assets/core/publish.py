@@ -10,6 +10,7 @@ set as it was. Readers (`Recommender.load`, the CLI) verify the manifest and ref
 files do not match it, e.g. an index copied in from another run.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
+from gamerec_assets.core.index import read_index
 from gamerec_assets.core.io import atomic_path, file_sha256, write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
@@ -52,7 +55,9 @@ def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, str]]:
     """What each staged file was built from, checked against the files themselves.
 
     Raises `ArtifactSetError` naming every file that was built from something other than what
-    is staged now, and the asset to materialize again.
+    is staged now, and the asset to materialize again. It covers what the blocking checks of
+    the last step check too (one index vector per catalog game), since those run only after
+    the step, when the set is already published.
     """
     from gamerec_assets.core.trainer import checkpoint_fingerprint, load_checkpoint
 
@@ -73,10 +78,24 @@ def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, str]]:
     vectors = np.load(folder / ITEM_EMBEDDINGS_FILE)
 
     problems = []
-    if trained_on.get(CATALOG_FILE) != sha[CATALOG_FILE]:
+    if not trained_on:
         problems.append(
-            f"{CHECKPOINT_FILE} was trained on another {CATALOG_FILE} (the interactions changed "
-            "since): materialize two_tower_checkpoint and everything downstream"
+            f"{CHECKPOINT_FILE} records no input files (trained outside the graph, or without "
+            "`--inputs`): materialize two_tower_checkpoint and everything downstream"
+        )
+    for name in (CATALOG_FILE, USER_GAMES_FILE):
+        if trained_on and trained_on.get(name) != sha[name]:
+            problems.append(
+                f"{CHECKPOINT_FILE} was trained with another {name} (the interactions changed "
+                "since): materialize two_tower_checkpoint and everything downstream"
+            )
+    index = read_index(folder / INDEX_FILE)
+    n_games = pl.scan_parquet(folder / CATALOG_FILE).select(pl.len()).collect().item()
+    if not (index.ntotal == len(vectors) == n_games and index.d == vectors.shape[1]):
+        problems.append(
+            f"{INDEX_FILE} holds {index.ntotal} vectors of dimension {index.d}, expected one "
+            f"per game of {CATALOG_FILE} ({n_games}) of dimension {vectors.shape[1]}: "
+            "materialize faiss_index"
         )
     expected_vectors = model.item_vectors().cpu().numpy().astype(np.float32)
     if vectors.shape != expected_vectors.shape or not np.array_equal(vectors, expected_vectors):
@@ -115,7 +134,7 @@ def publish_artifacts(
 ) -> dict[str, Any]:
     """Copy the staged serving files into `folder`, then write its manifest; return it.
 
-    Each file is linked (or copied) under a temporary name and renamed into place; the
+    Each file is copied under a temporary name and renamed into place; the
     manifest comes last, so until it is written a reader sees files that do not match the
     manifest and refuses them rather than serve a mix of two runs.
     """
@@ -137,21 +156,25 @@ def publish_artifacts(
         "files": files,
     }
     _check_lineage(target, manifest)
-    for name in SERVING_FILES:
-        with atomic_path(target / name) as tmp:
-            tmp.unlink()
-            try:
-                os.link(source / name, tmp)  # staged files are only ever replaced, never edited
-            except OSError:
-                shutil.copyfile(source / name, tmp)
+    for name, entry in files.items():
+        published = target / name
+        if published.is_file() and file_sha256(published) == entry["sha256"]:
+            continue  # already there (an index-only rebuild leaves the model files alone)
+        # a copy, not a hard link: a staged file edited in place must not change what serves
+        with atomic_path(published) as tmp:
+            shutil.copyfile(source / name, tmp)
     write_json_atomic(target / MANIFEST_FILE, manifest)
     return manifest
 
 
-def read_verified_manifest(
+def read_verified_files(
     folder: str | os.PathLike, names: Iterable[str] = SERVING_FILES
-) -> dict[str, Any]:
-    """The folder's manifest, after checking that `names` are the files it describes."""
+) -> dict[str, bytes]:
+    """The bytes of `names`, each checked against the folder's manifest.
+
+    The bytes checked are the bytes returned, so a publish that replaces files meanwhile
+    cannot slip another run's file past the check (the reader is refused, and can retry).
+    """
     target = Path(folder)
     path = target / MANIFEST_FILE
     if not path.is_file():
@@ -164,26 +187,37 @@ def read_verified_manifest(
         raise ArtifactSetError(
             f"{path}: manifest format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}"
         )
-    problems = []
+    problems, contents = [], {}
     for name in names:
         entry = manifest["files"].get(name)
         if entry is None:
             problems.append(f"{name} is not in the manifest")
         elif not (target / name).is_file():
             problems.append(f"{name} is missing")
-        elif file_sha256(target / name) != entry["sha256"]:
-            problems.append(
-                f"{name} is not the file run {manifest['run_id']} published (its SHA-256 "
-                "differs: replaced or edited since, or a publish was interrupted)"
-            )
+        else:
+            contents[name] = (target / name).read_bytes()
+            if hashlib.sha256(contents[name]).hexdigest() != entry["sha256"]:
+                problems.append(
+                    f"{name} is not the file run {manifest['run_id']} published (its SHA-256 "
+                    "differs: replaced or edited since, or a publish is under way)"
+                )
     if problems:
         raise ArtifactSetError(
             f"{target}: the artifacts do not match {MANIFEST_FILE}: "
             + "; ".join(problems)
-            + ". Materialize faiss_index to publish a consistent set again"
+            + ". Retry if a run is publishing; otherwise materialize faiss_index to publish "
+            "a consistent set again"
         )
     _check_lineage(target, manifest)
-    return manifest
+    return contents
+
+
+def read_verified_manifest(
+    folder: str | os.PathLike, names: Iterable[str] = SERVING_FILES
+) -> dict[str, Any]:
+    """The folder's manifest, after checking that `names` are the files it describes."""
+    read_verified_files(folder, names)
+    return json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
 
 
 def _check_lineage(target: Path, manifest: Mapping[str, Any]) -> None:

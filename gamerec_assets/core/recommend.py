@@ -9,16 +9,17 @@ only a published set whose files match its manifest (see `publish`).
 """
 
 import difflib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import faiss
 import numpy as np
 import polars as pl
 
-from gamerec_assets.core.index import read_index, search
+from gamerec_assets.core.index import search
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.publish import (
     CATALOG_FILE,
@@ -27,7 +28,7 @@ from gamerec_assets.core.publish import (
     ITEM_EMBEDDINGS_FILE,
     USER_GAMES_FILE,
     USER_TOWER_FILE,
-    read_verified_manifest,
+    read_verified_files,
 )
 
 CLOSE_MATCHES = 5
@@ -85,7 +86,7 @@ class UserTower:
     user_embedding: np.ndarray | None
 
     @classmethod
-    def load(cls, path: str | Path) -> "UserTower":
+    def load(cls, path: str | Path | IO[bytes]) -> "UserTower":
         with np.load(path, allow_pickle=False) as arrays:
             settings = json.loads(str(arrays["settings"]))
             settings.pop("checkpoint_fingerprint", None)
@@ -153,15 +154,17 @@ class Recommender:
                 "(`gamerec materialize`), or point ARTIFACTS_DIR at its artifacts"
             )
         if verify:
-            read_verified_manifest(folder, needed)
-        settings = json.loads((folder / INDEX_SETTINGS_FILE).read_text(encoding="utf-8"))
+            files = read_verified_files(folder, needed)
+        else:
+            files = {name: (folder / name).read_bytes() for name in needed}
+        settings = json.loads(files[INDEX_SETTINGS_FILE].decode("utf-8"))
         return cls(
-            catalog=pl.read_parquet(folder / CATALOG_FILE),
-            index=read_index(folder / INDEX_FILE),
+            catalog=pl.read_parquet(io.BytesIO(files[CATALOG_FILE])),
+            index=faiss.deserialize_index(np.frombuffer(files[INDEX_FILE], dtype=np.uint8)),
             metric=settings["metric"],
-            tower=UserTower.load(folder / USER_TOWER_FILE),
-            user_games=pl.read_parquet(folder / USER_GAMES_FILE),
-            item_vectors=np.load(folder / ITEM_EMBEDDINGS_FILE, mmap_mode="r"),
+            tower=UserTower.load(io.BytesIO(files[USER_TOWER_FILE])),
+            user_games=pl.read_parquet(io.BytesIO(files[USER_GAMES_FILE])),
+            item_vectors=np.load(io.BytesIO(files[ITEM_EMBEDDINGS_FILE])),
         )
 
     def item_idx_of_titles(self, titles: list[str]) -> np.ndarray:

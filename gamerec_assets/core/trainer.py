@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gamerec_assets.core import distributed as distributed_module
+from gamerec_assets.core import model as model_module
 from gamerec_assets.core.distributed import (
     World,
     batch_loss,
@@ -311,7 +314,9 @@ def _train(
     result = TrainResult(model=model, config=config)
     best_state, best_score, epoch = None, -np.inf, 0
     run_key = _training_run_key(pairs, n_users, n_items, config, tuning, device)
-    saved = _load_epoch_state(checkpoints, run_key)
+    saved = _load_epoch_state(checkpoints, run_key) if world is None or world.is_main else None
+    if world is not None:
+        saved = world.from_main(saved)
     if saved is not None:
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer_state"])
@@ -431,6 +436,7 @@ def _training_run_key(
         digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
     settings = {
         "format": CHECKPOINT_FORMAT,
+        "code": _training_code_hash(),
         "config": asdict(config),
         "n_users": n_users,
         "n_items": n_items,
@@ -439,6 +445,15 @@ def _training_run_key(
         "dtypes": [None if a is None else str(np.asarray(a).dtype) for a in arrays],
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+@cache
+def _training_code_hash() -> str:
+    """Hash of the code that computes the weights: state saved by other code is not resumed."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], model_module, distributed_module):
+        digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
 

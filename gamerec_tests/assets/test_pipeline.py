@@ -314,3 +314,21 @@ def test_training_as_a_two_process_torchrun_job_streams_into_the_run(tmp_path, i
     model, checkpoint = load_checkpoint(resources["paths"].published("two_tower.pt"))
     assert checkpoint["extra"]["world_size"] == 2 and model.n_items == 120
     assert Recommender.load(resources["paths"].artifacts_dir).index.ntotal == 120
+
+
+def test_index_alone_on_an_inconsistent_staging_does_not_publish(built, instance):
+    """Staged embeddings that are not the staged checkpoint's (a half-finished run, a file
+    copied in): rebuilding only the index refuses to publish and serving keeps the old set."""
+    resources, _ = built
+    paths = resources["paths"]
+    before = _published(paths)
+    np.save(paths.item_embeddings, np.load(paths.item_embeddings) * 2.0)
+    result = materialize(resources, instance, selection=["faiss_index"], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "not publishing" in message
+    assert "item_emb.npy is not the item tower of two_tower.pt: materialize item_embeddings" in (
+        message
+    )
+    assert _published(paths) == before

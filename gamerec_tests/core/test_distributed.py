@@ -18,6 +18,7 @@ from gamerec_assets.core.distributed import (
 )
 from gamerec_assets.core.evaluation import EvaluationData, evaluate_two_tower
 from gamerec_assets.core.features import index_interactions
+from gamerec_assets.core.io import file_sha256
 from gamerec_assets.core.model import TwoTower, UserHistory
 from gamerec_assets.core.splits import leave_one_out_split
 from gamerec_assets.core.synthetic import SyntheticSpec, generate_synthetic_interactions
@@ -26,6 +27,7 @@ from gamerec_assets.core.trainer import (
     TrainConfig,
     batch_logits,
     checkpoint_extra,
+    checkpoint_fingerprint,
     fit_two_tower,
     in_batch_softmax_loss,
     item_log_frequencies,
@@ -155,7 +157,8 @@ def test_two_gloo_processes_train_the_model_one_process_trains(job_data):
     folder, path, train, val, n_users, n_items = job_data
     columns = ["user_idx", "item_idx", "play_time_hours"]
     single = fit_two_tower(train.select(columns), n_users, n_items, CONFIG, progress=False)
-    save_checkpoint(folder / "single.pt", single.final, checkpoint_extra(single, {}, 1))
+    inputs = {path.name: file_sha256(path)}
+    save_checkpoint(folder / "single.pt", single.final, checkpoint_extra(single, inputs, 1))
 
     job = subprocess.run(
         [
@@ -170,6 +173,8 @@ def test_two_gloo_processes_train_the_model_one_process_trains(job_data):
             json.dumps(asdict(CONFIG)),
             "--checkpoint",
             str(folder / "ddp.pt"),
+            "--inputs",
+            str(path),
             "--num-threads=1",
         ],
         capture_output=True,
@@ -185,6 +190,7 @@ def test_two_gloo_processes_train_the_model_one_process_trains(job_data):
     assert set(ddp) == set(one) and set(ddp["extra"]) == set(one["extra"])
     assert ddp["model_args"] == one["model_args"] and ddp["config"] == one["config"]
     assert ddp["extra"]["world_size"] == 2 and one["extra"]["world_size"] == 1
+    assert ddp["extra"]["inputs"] == one["extra"]["inputs"]
     assert ddp["best_epoch"] == one["best_epoch"]
     np.testing.assert_allclose(ddp["epoch_losses"], one["epoch_losses"], rtol=1e-5)
     np.testing.assert_allclose(
@@ -201,3 +207,30 @@ def test_two_gloo_processes_train_the_model_one_process_trains(job_data):
     for name, value in single_metrics.items():
         assert ddp_metrics[name] == pytest.approx(value, abs=2e-3), name
     assert not list(folder.glob(".*.tmp"))  # rank 0 alone wrote, atomically
+
+
+def test_a_rerun_of_a_finished_job_resumes_from_rank_0s_state(job_data):
+    """Rank 0 reads the epoch state and hands it to the others: a rerun with the same
+    arguments resumes on every process (none retrains) and writes the same model."""
+    folder, path, _, _, n_users, n_items = job_data
+    config = TrainConfig(epochs=2, batch_size=BATCH, embed_dim=8, lr=0.01, seed=0)
+    command = [
+        *torchrun_command(2),
+        f"--train={path}",
+        f"--n-users={n_users}",
+        f"--n-items={n_items}",
+        f"--config={json.dumps(asdict(config))}",
+        f"--checkpoint={folder / 'resumed.pt'}",
+        f"--state-dir={folder / 'state'}",
+        f"--inputs={path}",
+        "--num-threads=1",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "resuming" not in first.stderr and "train epoch 2:" in first.stderr
+    fingerprint = checkpoint_fingerprint(folder / "resumed.pt")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming from the epoch checkpoint" in again.stderr
+    assert "train epoch" not in again.stderr  # both epochs were done: nothing retrained
+    assert checkpoint_fingerprint(folder / "resumed.pt") == fingerprint

@@ -8,6 +8,7 @@ import sys
 import polars as pl
 import pytest
 
+from gamerec_assets.core import io as io_module
 from gamerec_assets.core.io import (
     atomic_path,
     combined_sha256,
@@ -47,20 +48,22 @@ def _dead_pid() -> int:
 
 
 def test_next_write_removes_temporaries_of_dead_writers_only(tmp_path):
-    """A SIGKILLed writer leaves `.name.<pid>.<random>.tmp`; the next write of that file
-    removes it, but not a live writer's temporary nor another file's."""
+    """A SIGKILLed writer leaves `.name.<host>-<pid>.<random>.tmp`; the next write of that
+    file removes it, but not a live writer's, another file's, or another host's."""
     target = tmp_path / "item_emb.npy"
-    dead = tmp_path / f".item_emb.npy.{_dead_pid()}.abc123.tmp"
-    live = tmp_path / f".item_emb.npy.{os.getpid()}.def456.tmp"
-    other = tmp_path / f".index.faiss.{_dead_pid()}.abc123.tmp"
-    for path in (dead, live, other):
+    host = io_module._HOST
+    dead = tmp_path / f".item_emb.npy.{host}-{_dead_pid()}.abc123.tmp"
+    live = tmp_path / f".item_emb.npy.{host}-{os.getpid()}.def456.tmp"
+    other_file = tmp_path / f".index.faiss.{host}-{_dead_pid()}.abc123.tmp"
+    other_host = tmp_path / f".item_emb.npy.elsewhere-{_dead_pid()}.abc123.tmp"
+    for path in (dead, live, other_file, other_host):
         path.write_bytes(b"partial")
     with atomic_path(target) as tmp:
-        assert str(os.getpid()) in tmp.name
+        assert f"{host}-{os.getpid()}" in tmp.name
         tmp.write_bytes(b"complete")
     assert target.read_bytes() == b"complete"
     assert not dead.exists()
-    assert live.exists() and other.exists()
+    assert live.exists() and other_file.exists() and other_host.exists()
 
 
 def test_atomic_path_on_exception_creates_no_target(tmp_path):
