@@ -86,7 +86,7 @@ def eval_metrics(
         "n_games": data.n_items,
         "baselines": baselines,
         "checkpoint_config": checkpoint["config"],
-        "checkpoint_fingerprint": checkpoint_fingerprint(paths.checkpoint),
+        "checkpoint_fingerprint": checkpoint_fingerprint(checkpoint),
         "best_epoch": checkpoint["best_epoch"],
     }
     write_json_atomic(paths.metrics, report)

@@ -87,7 +87,7 @@ def faiss_index(
     )
     version = effective_version(context, "faiss_index", {"index": index})
     try:
-        built_from = staged_set_lineage(paths.staging)
+        staged = staged_set_lineage(paths.staging)
     except ArtifactSetError as error:
         raise dg.Failure(f"not publishing: {error}") from error
     passed, why_not, _ = popularity_gate(json.loads(paths.metrics.read_text(encoding="utf-8")))
@@ -99,7 +99,7 @@ def faiss_index(
     manifest = publish_artifacts(
         paths.staging,
         paths.artifacts_dir,
-        built_from,
+        staged,
         run_id=context.run.run_id,
         config_fingerprint=version["metadata"]["config_fingerprint"],
         code_version=version["tags"][CODE_VERSION_TAG],

@@ -105,7 +105,7 @@ def two_tower_checkpoint(
             "config": dg.MetadataValue.json(training.model_dump()),
             "path": dg.MetadataValue.path(str(paths.checkpoint)),
         },
-        data_version=dg.DataVersion(checkpoint_fingerprint(paths.checkpoint)[:16]),
+        data_version=dg.DataVersion(checkpoint_fingerprint(checkpoint)[:16]),
     )
 
 
@@ -231,7 +231,7 @@ def item_embeddings(
         paths.user_tower,
         model,
         checkpoint["config"]["history_weighting"],
-        checkpoint_fingerprint=checkpoint_fingerprint(paths.checkpoint),
+        checkpoint_fingerprint=checkpoint_fingerprint(checkpoint),
     )
     norms = np.linalg.norm(vectors, axis=1)
     version = effective_version(context, "item_embeddings", {})

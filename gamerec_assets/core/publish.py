@@ -51,8 +51,9 @@ class ArtifactSetError(ValueError):
     """The files in a folder do not form one consistent set; the message says which and why."""
 
 
-def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """What each staged file was built from, checked against the files themselves.
+def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The manifest entry of each staged file (SHA-256, size, what it was built from), once
+    what it was built from is checked against the files themselves.
 
     Raises `ArtifactSetError` naming every file that was built from something other than what
     is staged now, and the asset to materialize again. It covers what the blocking checks of
@@ -69,7 +70,7 @@ def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, str]]:
     model, checkpoint = load_checkpoint(folder / CHECKPOINT_FILE)
     # torch.save stamps each file with a random id: what was derived from the checkpoint
     # records the hash of its contents, which two identical trainings share.
-    fingerprint = checkpoint_fingerprint(folder / CHECKPOINT_FILE)
+    fingerprint = checkpoint_fingerprint(checkpoint)
     trained_on = checkpoint.get("extra", {}).get("inputs", {})
     metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
     index_settings = json.loads((folder / INDEX_SETTINGS_FILE).read_text(encoding="utf-8"))
@@ -114,49 +115,49 @@ def staged_set_lineage(staging: str | os.PathLike) -> dict[str, dict[str, str]]:
     if problems:
         raise ArtifactSetError(f"{folder}: not one consistent set: " + "; ".join(problems))
     built_from = {
-        CHECKPOINT_FILE: {name: value for name, value in trained_on.items()},
+        CHECKPOINT_FILE: dict(trained_on),
         ITEM_EMBEDDINGS_FILE: {CHECKPOINT_FILE: sha[CHECKPOINT_FILE]},
         USER_TOWER_FILE: {CHECKPOINT_FILE: sha[CHECKPOINT_FILE]},
         METRICS_FILE: {CHECKPOINT_FILE: sha[CHECKPOINT_FILE]},
         INDEX_FILE: {ITEM_EMBEDDINGS_FILE: sha[ITEM_EMBEDDINGS_FILE]},
         INDEX_SETTINGS_FILE: {ITEM_EMBEDDINGS_FILE: sha[ITEM_EMBEDDINGS_FILE]},
     }
-    return built_from
+    return {
+        name: {
+            "sha256": sha[name],
+            "bytes": (folder / name).stat().st_size,
+            "built_from": built_from.get(name, {}),
+        }
+        for name in SERVING_FILES
+    }
 
 
 def publish_artifacts(
     staging: str | os.PathLike,
     folder: str | os.PathLike,
-    built_from: Mapping[str, Mapping[str, str]],
+    files: Mapping[str, Mapping[str, Any]],
     run_id: str,
     config_fingerprint: str,
     code_version: str | None = None,
 ) -> dict[str, Any]:
-    """Copy the staged serving files into `folder`, then write its manifest; return it.
+    """Copy the staged serving files into `folder`, then write its manifest (`files`, the
+    entries `staged_set_lineage` returns); return it.
 
     Each file is copied under a temporary name and renamed into place; the
     manifest comes last, so until it is written a reader sees files that do not match the
     manifest and refuses them rather than serve a mix of two runs.
     """
     source, target = Path(staging), Path(folder)
-    files = {
-        name: {
-            "sha256": file_sha256(source / name),
-            "bytes": (source / name).stat().st_size,
-            "built_from": dict(built_from.get(name, {})),
-        }
-        for name in SERVING_FILES
-    }
     manifest = {
         "format": MANIFEST_FORMAT,
         "run_id": run_id,
         "config_fingerprint": config_fingerprint,
         "code_version": code_version,
         "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": files,
+        "files": {name: dict(entry) for name, entry in files.items()},
     }
     _check_lineage(target, manifest)
-    for name, entry in files.items():
+    for name, entry in manifest["files"].items():
         published = target / name
         if published.is_file() and file_sha256(published) == entry["sha256"]:
             continue  # already there (an index-only rebuild leaves the model files alone)

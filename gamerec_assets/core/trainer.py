@@ -313,7 +313,9 @@ def _train(
 
     result = TrainResult(model=model, config=config)
     best_state, best_score, epoch = None, -np.inf, 0
-    run_key = _training_run_key(pairs, n_users, n_items, config, tuning, device)
+    run_key = (  # hashing every pair costs a pass over the data: only when states are kept
+        _training_run_key(pairs, n_users, n_items, config, tuning, device) if checkpoints else ""
+    )
     saved = _load_epoch_state(checkpoints, run_key) if world is None or world.is_main else None
     if world is not None:
         saved = world.from_main(saved)
@@ -468,7 +470,7 @@ def _load_epoch_state(checkpoints: EpochCheckpoints | None, run_key: str) -> dic
         return None
     try:
         state = torch.load(checkpoints.path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unreadable: a run killed before atomic writes existed, or disk
+    except Exception as error:  # unreadable: a damaged disk, or not a torch file at all
         checkpoints.log(f"ignoring unreadable epoch checkpoint {checkpoints.path}: {error}")
         return None
     if not isinstance(state, dict) or state.get("run_key") != run_key:
@@ -613,17 +615,22 @@ def save_checkpoint(
         torch.save(payload, tmp)
 
 
-def checkpoint_fingerprint(path: str | Path) -> str:
-    """Hash of what a checkpoint holds (weights, dimensions, config, history).
+def checkpoint_fingerprint(checkpoint: str | Path | dict[str, Any]) -> str:
+    """Hash of what a checkpoint holds (weights, dimensions, config, history), from its path
+    or from the payload `load_checkpoint` already returned.
 
     `torch.save` writes a random serialization id into every file, so two saves of the same
     weights differ byte for byte; this hash does not.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = (
+        checkpoint
+        if isinstance(checkpoint, dict)
+        else torch.load(checkpoint, map_location="cpu", weights_only=True)
+    )
     digest = hashlib.sha256()
     for name in sorted(payload["model_state"]):
         digest.update(name.encode())
-        digest.update(payload["model_state"][name].contiguous().numpy().tobytes())
+        digest.update(payload["model_state"][name].detach().cpu().contiguous().numpy().tobytes())
     rest = {key: value for key, value in payload.items() if key != "model_state"}
     digest.update(json.dumps(rest, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -72,10 +72,10 @@ def test_files_without_a_manifest_are_refused_unless_verification_is_off(artifac
 
 
 def test_staged_set_is_consistent_after_a_run(artifacts):
-    built_from = staged_set_lineage(artifacts / "staging")
-    assert built_from["index.faiss"]["item_emb.npy"] == file_sha256(
-        artifacts / "staging" / "item_emb.npy"
-    )
+    entries = staged_set_lineage(artifacts / "staging")
+    embeddings_sha = file_sha256(artifacts / "staging" / "item_emb.npy")
+    assert entries["item_emb.npy"]["sha256"] == embeddings_sha
+    assert entries["index.faiss"]["built_from"] == {"item_emb.npy": embeddings_sha}
 
 
 @pytest.mark.parametrize(
@@ -127,10 +127,10 @@ def test_inconsistent_staged_set_is_refused_naming_the_file_and_the_fix(artifact
 
 def test_publish_refuses_lineage_that_disagrees_before_touching_the_folder(artifacts, tmp_path):
     target = tmp_path / "published"
-    built_from = staged_set_lineage(artifacts / "staging")
-    built_from["index.faiss"] = {"item_emb.npy": "0" * 64}
+    entries = staged_set_lineage(artifacts / "staging")
+    entries["index.faiss"]["built_from"] = {"item_emb.npy": "0" * 64}
     with pytest.raises(ArtifactSetError, match="index.faiss was built from another item_emb.npy"):
-        publish_artifacts(artifacts / "staging", target, built_from, "run", "fingerprint")
+        publish_artifacts(artifacts / "staging", target, entries, "run", "fingerprint")
     assert not target.exists() or list(target.iterdir()) == []
 
 
