@@ -1,6 +1,6 @@
 """Data-parallel training (torchrun, gloo) against one process, on Steam-200k.
 
-The project's default model (TrainingResource defaults) for a fixed number of epochs at the
+The project's default model (`TrainConfig()`) for a fixed number of epochs at the
 same global batch, trained
 - in one process with 1 thread and with every thread, and
 - as a `torchrun` job of 2 gloo processes with 1 thread each (`gamerec_assets.train_worker`),
@@ -26,15 +26,18 @@ from datasets import steam  # benchmarks/datasets.py, beside this script
 
 from gamerec_assets.core.compute import configure_threads
 from gamerec_assets.core.evaluation import evaluate_two_tower
-from gamerec_assets.core.trainer import fit_two_tower, load_checkpoint
-from gamerec_assets.resources import TrainingResource
+from gamerec_assets.core.settings import TrainConfig
+from gamerec_assets.core.training.checkpoint import load_checkpoint
+from gamerec_assets.core.training.job import TrainingJob, fit_two_tower
 from gamerec_assets.train_worker import torchrun_command
 
 
 def single_process(bench, config, threads: int) -> tuple[dict, torch.nn.Module]:
     configure_threads(threads)
     data = bench.data
-    fit = fit_two_tower(data.train, data.n_users, data.n_items, config, progress=False)
+    fit = fit_two_tower(
+        data.train, data.n_users, data.n_items, config, log=lambda _: None, progress=False
+    )
     metrics = evaluate_two_tower(fit.final.model, config, data, (20,))
     row = {
         "variant": f"1 process x {threads} thread(s)",
@@ -49,20 +52,20 @@ def torchrun_job(bench, config, nproc: int, folder: Path) -> tuple[dict, torch.n
     train = folder / "train.parquet"
     data.train.write_parquet(train)
     checkpoint = folder / "two_tower.pt"
+    job_file = folder / "job.json"
+    job_file.write_text(
+        TrainingJob(
+            train_path=str(train),
+            n_users=data.n_users,
+            n_items=data.n_items,
+            checkpoint_path=str(checkpoint),
+            config=config,
+            input_paths=(str(train),),
+            num_threads=1,
+        ).to_json()
+    )
     job = subprocess.run(
-        [
-            *torchrun_command(nproc),
-            f"--train={train}",
-            f"--n-users={data.n_users}",
-            f"--n-items={data.n_items}",
-            f"--config={json.dumps(asdict(config))}",
-            f"--checkpoint={checkpoint}",
-            f"--inputs={train}",
-            "--num-threads=1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        torchrun_command(nproc, job_file), capture_output=True, text=True, check=True
     )
     seconds = float(re.search(r"after ([0-9.]+)s of training", job.stderr).group(1))
     model, _ = load_checkpoint(checkpoint)
@@ -86,9 +89,7 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/distributed.json")
     args = parser.parse_args()
-    config = replace(
-        TrainingResource().train_config(), epochs=args.epochs, select_epochs=False, refit=False
-    )
+    config = replace(TrainConfig(), epochs=args.epochs, select_epochs=False, refit=False)
     bench = steam()
     cores = configure_threads(None)
     one_thread, reference = single_process(bench, config, 1)

@@ -3,7 +3,7 @@
 For each data set: leave-one-out split (the strategy given), the user's training games masked,
 the full catalog ranked for every evaluated user. Rows: popularity, EASE (L2 weight tuned on a
 tuning split carved from train), the seed's two-tower (its defaults), and the project's default
-two-tower (settings of `TrainingResource`, epochs selected on a tuning split, then refit).
+two-tower (`TrainConfig()`, epochs selected on a tuning split, then refit).
 
     .venv/bin/python benchmarks/quality.py [--out benchmarks/results/quality.json] [--quick]
 """
@@ -22,13 +22,10 @@ from gamerec_assets.core.evaluation import (
     evaluate_two_tower,
     tune_ease_l2,
 )
-from gamerec_assets.core.trainer import TrainConfig, fit_two_tower
-from gamerec_assets.resources import TrainingResource
+from gamerec_assets.core.settings import SEED_MODEL, TrainConfig
+from gamerec_assets.core.training.job import fit_two_tower
 
 KS = (10, 20, 50)
-# TrainConfig's own defaults are the seed's model: user-ID tower, raw dot product, plain
-# in-batch softmax, 5 epochs; the project's defaults are TrainingResource's.
-SEED_MODEL = TrainConfig()
 COLUMNS = ["recall@10", "recall@20", "recall@50", "ndcg@10", "ndcg@20", "ndcg@50", "mrr"]
 
 
@@ -51,7 +48,13 @@ def run_benchmark(bench: Benchmark, default: TrainConfig) -> list[dict]:
         ("two-tower, project defaults", default),
     ]:
         fit = fit_two_tower(
-            data.train, data.n_users, data.n_items, config, bench.split_strategy, progress=False
+            data.train,
+            data.n_users,
+            data.n_items,
+            config,
+            bench.split_strategy,
+            log=lambda message: None,
+            progress=False,
         )
         metrics = evaluate_two_tower(fit.final.model, config, data, KS)
         rows.append(
@@ -80,7 +83,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Steam-200k max_playtime only")
     args = parser.parse_args()
     configure_threads(None)
-    default = TrainingResource().train_config()
+    default = TrainConfig()
     benches = [lambda: steam("max_playtime")]
     if not args.quick:
         benches += [lambda: steam("random"), lambda: synthetic("max_playtime")]

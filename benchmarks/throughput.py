@@ -34,13 +34,12 @@ from scale_run import run_materialize
 from torch.utils.data import DataLoader, Dataset
 
 from gamerec_assets.core.compute import configure_threads
-from gamerec_assets.core.index import IndexSettings, build_index, search
+from gamerec_assets.core.index import build_index, search
 from gamerec_assets.core.metrics import heldout_ranks
 from gamerec_assets.core.model import TwoTower
-from gamerec_assets.core.trainer import TrainConfig, TrainingPairs, train_two_tower
-from gamerec_assets.resources import TrainingResource
+from gamerec_assets.core.settings import SEED_MODEL, IndexSettings, TrainConfig
+from gamerec_assets.core.training.loop import TrainingPairs, train_model
 
-SEED_MODEL = TrainConfig()  # the seed's model: ID towers, batch 1024, dim 64, lr 1e-3
 SEED_LOOP_SAMPLE_USERS = 500
 INDEX_SIZES = (5_000, 100_000, 1_000_000)
 INDEX_DIM = 64  # the scale run's dim; 1M x 256 HNSW would take most of an hour to build here
@@ -89,7 +88,7 @@ def seed_epoch_seconds(users, items, n_users, n_items, config: TrainConfig) -> f
 
 def project_epoch_seconds(users, items, hours, n_users, n_items, config: TrainConfig) -> float:
     pairs = TrainingPairs(users, items, hours)
-    result = train_two_tower(pairs, n_users, n_items, config, progress=False)
+    result = train_model(pairs, n_users, n_items, config, log=lambda _: None, progress=False)
     return result.seconds / config.epochs
 
 
@@ -118,7 +117,7 @@ TRAINING_DATA = [
 def training_rows() -> list[dict]:
     """Seed loop vs the project loop (dense fused AdamW, and sparse SparseAdam) on the seed's
     model at batch 1024 and 4096; the project's default model, dense vs sparse."""
-    project_default = replace(TrainingResource().train_config(), epochs=1, select_epochs=False)
+    project_default = replace(TrainConfig(), epochs=1, select_epochs=False)
     rows = []
     for label, sizes in TRAINING_DATA:
         data = synthetic(**sizes).data

@@ -16,7 +16,8 @@ from pathlib import Path
 from datasets import steam
 
 from gamerec_assets.core.compute import configure_threads
-from gamerec_assets.core.trainer import TrainConfig, fit_two_tower
+from gamerec_assets.core.settings import TrainConfig
+from gamerec_assets.core.training.job import fit_two_tower
 
 BASE = TrainConfig(
     epochs=20,
@@ -32,6 +33,7 @@ BASE = TrainConfig(
     select_epochs=True,
     patience=3,
     refit=False,
+    sparse_gradients=False,  # as when these defaults were chosen
 )
 VARIANTS = {
     "base": {},
@@ -64,7 +66,12 @@ def main() -> None:
         config = replace(BASE, **change)
         started = time.perf_counter()
         fit = fit_two_tower(
-            bench.data.train, bench.data.n_users, bench.data.n_items, config, progress=False
+            bench.data.train,
+            bench.data.n_users,
+            bench.data.n_items,
+            config,
+            log=lambda _: None,
+            progress=False,
         )
         seconds = time.perf_counter() - started
         best = max(fit.tuning.tuning_ndcg)

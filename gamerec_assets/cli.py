@@ -2,6 +2,7 @@
 
 - `gamerec materialize`: rebuild what is stale or missing, and everything downstream of it
   (see `gamerec_assets.materialize`).
+- `gamerec settings`: every setting, its variable, default and meaning.
 - `gamerec recommend --user ID` / `--games TITLE ...`, `gamerec similar --game TITLE`: top-K
   games from the artifacts alone (`gamerec_assets.core.recommend`). These import neither
   Dagster nor torch, so they answer in well under a second.
@@ -74,6 +75,14 @@ def similar_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_command(args: argparse.Namespace) -> int:
+    from gamerec_assets.core.settings import settings_table
+
+    del args
+    print(settings_table())
+    return 0
+
+
 def _serving_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", type=int, default=10, help="how many games (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -115,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     _serving_options(recommend)
     recommend.set_defaults(handler=recommend_command)
 
+    settings = commands.add_parser(
+        "settings", help="every setting: variable, default and meaning (a markdown table)"
+    )
+    settings.set_defaults(handler=settings_command)
+
     similar = commands.add_parser("similar", help="games nearest to a game, by item vector")
     similar.add_argument("--game", required=True, metavar="TITLE")
     _serving_options(similar)
@@ -123,9 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from gamerec_assets.core.settings import SettingError
+
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except SettingError as error:  # a bad setting: one line, before anything runs
+        print(f"gamerec {args.command}: {error}", file=sys.stderr)
+        return 2
     except (KeyError, ValueError, FileNotFoundError) as error:
         if args.command == "materialize":
             raise

@@ -1,19 +1,24 @@
 """The one `Definitions` object of the project: every asset, check and resource.
 
-Load with `dagster dev` (pyproject's [tool.dagster]), `dagster dev -w workspace.yaml` or
-`dagster asset materialize -m gamerec_assets.definitions --select '*'`.
+Load with `dg dev` / `dg launch --assets '*'` (pyproject's [tool.dg]), or
+`dagster dev -w workspace.yaml`.
 """
 
+import warnings
 from collections.abc import Mapping
 
 import dagster as dg
 
-from gamerec_assets.assets import evaluation, ingestion, serving, splits, training
+from gamerec_assets.assets import publishing
 from gamerec_assets.automation import automation_sensor, with_automation
 from gamerec_assets.resources import resources_from_env
 from gamerec_assets.versioning import with_declared_code_versions
 
-STAGE_MODULES = (ingestion, splits, training, evaluation, serving)
+# Dagster's own parser of the selection `*` passes a beta parameter to itself and warns about
+# it (`dg launch --assets '*'`); nothing a user of this project can act on.
+warnings.filterwarnings("ignore", message="Parameter `include_sources`", category=dg.BetaWarning)
+
+STAGE_MODULES = (*publishing.UPSTREAM_STAGES, publishing)
 
 
 def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.Definitions:

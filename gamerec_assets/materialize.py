@@ -15,17 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
-    CachingStaleStatusResolver,
-    StaleCauseCategory,
-    StaleStatus,
-)
-from dagster._time import get_current_datetime
 
 from gamerec_assets.automation import INPUT_FINGERPRINT
+from gamerec_assets.core.settings import env_variable_names
+from gamerec_assets.dagster_adapter import StaleCauseCategory, StaleStatus, stale_status_resolver
 from gamerec_assets.definitions import build_definitions
-from gamerec_assets.resources import env_variable_names, resources_from_env
+from gamerec_assets.resources import resources_from_env
 from gamerec_assets.versioning import (
     declared_version_inputs,
     describe_version_change,
@@ -55,15 +50,6 @@ def resolve_instance() -> dg.DagsterInstance:
         os.environ["DAGSTER_HOME"] = str(home)
         print(f"DAGSTER_HOME is not set; using {home}")
     return dg.DagsterInstance.get()
-
-
-def stale_status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver:
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
 
 
 def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
@@ -98,11 +84,7 @@ def build_plan(
     keys = [
         k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable and k != SOURCE_KEY
     ]
-    parents = {
-        key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys}
-        for key in keys
-    }
-    declared = declared_version_inputs(parents, resources)
+    declared = declared_version_inputs(list(defs.assets), resources)
     env_names = env_variable_names()
 
     rows: dict[dg.AssetKey, PlanRow] = {}
@@ -206,7 +188,11 @@ def materialize_command(args: argparse.Namespace) -> int:
     )
     materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
     checks = result.get_asset_check_evaluations()
-    failed_checks = [f"{c.check_name} ({c.severity.value})" for c in checks if not c.passed]
+    failed_checks = [
+        f"{c.check_name} ({c.severity.value}{': ' + c.description if c.description else ''})"
+        for c in checks
+        if not c.passed
+    ]
     print(
         f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'}: "
         f"{len(materialized)} asset(s) materialized, {len(checks) - len(failed_checks)} of "

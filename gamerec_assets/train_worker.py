@@ -1,39 +1,31 @@
-"""`torchrun ... -m gamerec_assets.train_worker`: one process of a data-parallel training job.
+"""`torchrun ... -m gamerec_assets.train_worker --job JOB.json`: one process of a training job.
 
-The `two_tower_checkpoint` asset launches it through Dagster Pipes when TRAIN_NPROC > 1:
-`python -m torch.distributed.run --standalone --nproc-per-node N -m gamerec_assets.train_worker
-...`. The same command runs unchanged in a Kubernetes job or on several machines (`--nnodes`,
-`--rdzv-endpoint`). Every process reads the training split; rank 0 alone logs, writes the
-epoch states and the checkpoint (the same self-describing checkpoint as in-process training,
-which loads with `trainer.load_checkpoint` anywhere) and, when Dagster launched the job, reports
-back through Pipes. Outside Dagster it logs to stderr.
+The `two_tower_checkpoint` asset writes the job description (`core.training.job.TrainingJob`)
+and launches this through Dagster Pipes when TRAIN_NPROC > 1 (`torchrun_command`). The same
+command runs unchanged in a Kubernetes job or on several machines (`--nnodes`,
+`--rdzv-endpoint`). Every process runs `run_training` on the same job, as the in-process asset
+does; rank 0 alone logs, writes the epoch states and the checkpoint and, when Dagster launched
+the job, reports back through Pipes. Outside Dagster it logs to stderr.
 """
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
-import polars as pl
 import torch
-from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
 from gamerec_assets.core.compute import configure_threads, resolve_device
-from gamerec_assets.core.distributed import World, backend_for, process_group
-from gamerec_assets.core.io import file_sha256
-from gamerec_assets.core.trainer import (
-    TrainConfig,
-    checkpoint_extra,
-    fit_two_tower,
-    save_checkpoint,
-)
+from gamerec_assets.core.training.job import TrainingJob, run_training
+from gamerec_assets.core.training.world import backend_for, process_group
 
 
-def torchrun_command(nproc: int) -> list[str]:
-    """`torchrun` on one machine, for this interpreter, starting `nproc` of this worker; its
-    own arguments follow."""
+def torchrun_command(nproc: int, job_path: str | Path) -> list[str]:
+    """`torchrun` on one machine, for this interpreter, starting `nproc` of this worker on the
+    job described in `job_path`."""
     return [
         sys.executable,
         "-m",
@@ -42,29 +34,9 @@ def torchrun_command(nproc: int) -> list[str]:
         f"--nproc-per-node={nproc}",
         "-m",
         "gamerec_assets.train_worker",
+        "--job",
+        str(job_path),
     ]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gamerec_assets.train_worker", description=__doc__)
-    parser.add_argument("--train", required=True, help="train_interactions.parquet")
-    parser.add_argument("--n-users", type=int, required=True)
-    parser.add_argument("--n-items", type=int, required=True)
-    parser.add_argument("--config", required=True, help="TrainConfig fields as JSON")
-    parser.add_argument("--split-strategy", default="max_playtime")
-    parser.add_argument("--checkpoint", required=True, help="where rank 0 writes two_tower.pt")
-    parser.add_argument("--state-dir", help="per-epoch training state, to resume a killed job")
-    parser.add_argument(
-        "--inputs",
-        nargs="+",
-        required=True,
-        metavar="PATH",
-        help="the files the model depends on (catalog.parquet, user_games.parquet, the "
-        "training split); their hashes go into the checkpoint and publishing checks them",
-    )
-    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--num-threads", type=int, default=0, help="per process; 0 = torch's")
-    return parser
 
 
 def process_device(requested: str) -> torch.device:
@@ -75,67 +47,29 @@ def process_device(requested: str) -> torch.device:
     return device
 
 
-def train(args: argparse.Namespace, world: World, pipes: PipesContext | None) -> None:
-    def log(message: str) -> None:
-        if pipes is not None:
-            pipes.log.info(message)
-        elif world.is_main:
-            print(message, file=sys.stderr, flush=True)
-
-    def log_epoch(phase: str, epoch: int, loss: float, tuning_ndcg: float | None) -> None:
-        score = "" if tuning_ndcg is None else f", tuning NDCG@20 {tuning_ndcg:.4f}"
-        log(f"{phase} epoch {epoch}: loss {loss:.4f}{score}")
-
-    device = process_device(args.device)
-    config = TrainConfig(**json.loads(args.config))
-    columns = ["user_idx", "item_idx", "play_time_hours"]
-    data = pl.read_parquet(args.train, columns=columns)
-    log(
-        f"rank 0 of {world.size} processes ({backend_for(device)}): {data.height} pairs, "
-        f"global batch {config.batch_size} ({config.batch_size // world.size} per process)"
-    )
-    fit = fit_two_tower(
-        data,
-        args.n_users,
-        args.n_items,
-        config,
-        args.split_strategy,
-        device,
-        on_epoch_end=log_epoch,
-        progress=False,
-        state_dir=args.state_dir,
-        log=log if world.is_main else _quiet,
-        world=world,
-    )
-    if world.is_main:
-        inputs = {Path(path).name: file_sha256(path) for path in args.inputs}
-        save_checkpoint(args.checkpoint, fit.final, extra=checkpoint_extra(fit, inputs, world.size))
-        log(f"wrote {args.checkpoint} after {fit.seconds:.1f}s of training")
-        if pipes is not None:
-            pipes.report_asset_materialization(
-                metadata={
-                    "world_size": world.size,
-                    "backend": backend_for(device),
-                    "fit_seconds": round(fit.seconds, 3),
-                }
-            )
-
-
-def _quiet(message: str) -> None:
-    del message
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_threads(args.num_threads or None)
-    with process_group(process_device(args.device)) as world:
-        launched_by_dagster = bool(os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR))
-        if world.is_main and launched_by_dagster:
-            with open_dagster_pipes() as pipes:
-                train(args, world, pipes)
-        else:
-            train(args, world, None)
+    parser = argparse.ArgumentParser(prog="gamerec_assets.train_worker", description=__doc__)
+    parser.add_argument("--job", required=True, help="the TrainingJob JSON the asset wrote")
+    job = TrainingJob.from_json(Path(parser.parse_args(argv).job).read_text(encoding="utf-8"))
+    configure_threads(job.num_threads or None)
+    with process_group(process_device(job.device)) as world:
+        reporting = world.is_main and bool(os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR))
+        with open_dagster_pipes() if reporting else nullcontext() as pipes:
+            log = pipes.log.info if pipes else _stderr
+            fit = run_training(job, world, log)
+            if pipes:
+                pipes.report_asset_materialization(
+                    metadata={
+                        "world_size": world.size,
+                        "backend": backend_for(world.device),
+                        "fit_seconds": round(fit.seconds, 3),
+                    }
+                )
     return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Versions that make Dagster's staleness follow code and configuration, not just data.
 
-Every asset's code version is a hash of its *version inputs*: the source files of the code
-that computes it and the settings that change its output, together with those of every asset
-upstream of it. So a new `LR` changes the version of `two_tower_checkpoint` and of everything
-after it, and a new index setting only that of `faiss_index`; Dagster then shows exactly those
+Every asset's code version is a hash of its *version inputs*: the code that computes it (the
+module defining it and every project module that module imports, see `core.codehash`) and
+the settings that change its output, together with those of every asset upstream of it. So a
+new `LR` changes the version of `two_tower_checkpoint` and of everything after it, and a new
+index setting only that of `faiss_index` and `serving_set`; Dagster then shows exactly those
 assets as stale, in the UI and through `gamerec materialize`.
 
 Two sides of one function:
@@ -16,102 +17,45 @@ from the declared one, and the asset shows as stale against the declared configu
 Data versions (content hashes, returned by each asset) cover the data itself.
 """
 
-import ast
-import hashlib
-import importlib.util
 import json
 from collections.abc import Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from gamerec_assets.core.codehash import code_versions
 from gamerec_assets.core.io import config_fingerprint
+from gamerec_assets.dagster_adapter import compute_module
 
 VERSION_INPUTS_METADATA_KEY = "version_inputs"
 CODE_VERSION_TAG = "dagster/code_version"
 
-# Per asset: the modules whose source computes it, and the resources whose settings shape it.
-OWN_CODE: dict[str, tuple[str, ...]] = {
-    "raw_interactions": ("gamerec_assets.assets.ingestion",),
-    "interactions": (
-        "gamerec_assets.core.sources",
-        "gamerec_assets.core.synthetic",
-        "gamerec_assets.core.features",
-        "gamerec_assets.assets.ingestion",
-    ),
-    "train_interactions": ("gamerec_assets.core.splits", "gamerec_assets.assets.splits"),
-    "val_interactions": ("gamerec_assets.core.splits", "gamerec_assets.assets.splits"),
-    "two_tower_checkpoint": (
-        "gamerec_assets.core.model",
-        "gamerec_assets.core.trainer",
-        "gamerec_assets.core.distributed",
-        "gamerec_assets.core.plots",
-        "gamerec_assets.train_worker",
-        "gamerec_assets.assets.training",
-    ),
-    "item_embeddings": ("gamerec_assets.core.recommend", "gamerec_assets.assets.training"),
-    "eval_metrics": (
-        "gamerec_assets.core.metrics",
-        "gamerec_assets.core.baselines",
-        "gamerec_assets.core.evaluation",
-        "gamerec_assets.assets.evaluation",
-    ),
-    "faiss_index": (
-        "gamerec_assets.core.index",
-        "gamerec_assets.core.recommend",
-        "gamerec_assets.core.publish",
-        "gamerec_assets.assets.serving",
-    ),
-}
+# Per asset: the resources whose settings shape its output. (Its code is derived: the module
+# that defines it and every project module that module imports.) Some settings are read by an
+# asset without shaping it: the split checks VAL_K against the catalog, but VAL_K changes
+# only the evaluation.
 OWN_RESOURCES: dict[str, tuple[str, ...]] = {
     "raw_interactions": ("source",),
     "interactions": ("paths",),
     "train_interactions": ("split",),
     "val_interactions": ("split",),
-    "two_tower_checkpoint": ("training",),
+    "two_tower_checkpoint": ("training", "tuning"),
     "item_embeddings": (),
-    "eval_metrics": ("evaluation",),
+    "eval_metrics": ("evaluation", "tuning"),
     "faiss_index": ("index",),
+    "serving_set": (),
 }
-VERSIONED_ASSETS = frozenset(OWN_CODE)
+VERSIONED_ASSETS = frozenset(OWN_RESOURCES)
 
 
-def code_fingerprint(source: str) -> str:
-    """Hash of Python source as code: comments, docstrings and formatting do not count."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:12]
-
-
-@cache
-def module_source_hash(module_name: str) -> str:
-    """Code fingerprint of a module's source file (read once per process)."""
-    spec = importlib.util.find_spec(module_name)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"cannot find the source of module {module_name}")
-    return code_fingerprint(Path(spec.origin).read_text(encoding="utf-8"))
-
-
-def own_version_inputs(key: str, resources: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def own_version_inputs(
+    key: str, assets_def: dg.AssetsDefinition, resources: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     """What this asset's own code and settings contribute to its version."""
     config: dict[str, Any] = {}
     for resource_key in OWN_RESOURCES[key]:
         config.update(resources[resource_key].version_fields())
-    return {
-        "code": {module: module_source_hash(module) for module in OWN_CODE[key]},
-        "config": config,
-    }
+    return {"code": code_versions([compute_module(assets_def)]), "config": config}
 
 
 def merge_version_inputs(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -127,18 +71,25 @@ def version_string(inputs: Mapping[str, Any]) -> str:
 
 
 def declared_version_inputs(
-    parents: Mapping[str, set[str]], resources: Mapping[str, Any]
+    assets: list[dg.AssetsDefinition], resources: Mapping[str, Any]
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Version inputs of every asset from the load-time resources, cumulative over ancestors."""
+    definition = {key.to_user_string(): a for a in assets for key in a.keys}
+    parents = {
+        key.to_user_string(): {p.to_user_string() for p in deps}
+        for assets_def in assets
+        for key, deps in assets_def.asset_deps.items()
+    }
     declared: dict[str, dict[str, dict[str, Any]]] = {}
 
     def visit(key: str) -> dict[str, dict[str, Any]]:
         if key not in declared:
             upstream = [visit(p) for p in sorted(parents.get(key, ())) if p in VERSIONED_ASSETS]
-            declared[key] = merge_version_inputs(*upstream, own_version_inputs(key, resources))
+            own = own_version_inputs(key, definition[key], resources)
+            declared[key] = merge_version_inputs(*upstream, own)
         return declared[key]
 
-    for key in VERSIONED_ASSETS:
+    for key in VERSIONED_ASSETS & set(definition):
         visit(key)
     return declared
 
@@ -147,12 +98,7 @@ def with_declared_code_versions(
     assets: list[dg.AssetsDefinition], resources: Mapping[str, Any]
 ) -> list[dg.AssetsDefinition]:
     """Set each asset's code version to the hash of its declared version inputs."""
-    parents = {
-        key.to_user_string(): {p.to_user_string() for p in deps}
-        for assets_def in assets
-        for key, deps in assets_def.asset_deps.items()
-    }
-    declared = declared_version_inputs(parents, resources)
+    declared = declared_version_inputs(assets, resources)
     return dg.map_asset_specs(
         lambda spec: spec.replace_attributes(
             code_version=version_string(declared[spec.key.to_user_string()])
@@ -185,7 +131,8 @@ def effective_version(
         recorded_version_inputs(context.instance, parent) or {}
         for parent in sorted(parents & VERSIONED_ASSETS)
     ]
-    inputs = merge_version_inputs(*upstream, own_version_inputs(key, resources))
+    own = own_version_inputs(key, context.assets_def, resources)
+    inputs = merge_version_inputs(*upstream, own)
     return {
         "tags": {CODE_VERSION_TAG: version_string(inputs)},
         "metadata": {
@@ -200,7 +147,7 @@ def describe_version_change(
     declared: Mapping[str, Any],
     env_names: Mapping[str, str],
 ) -> str:
-    """A short human cause: 'LR changed (0.001 -> 0.01)', 'code changed: trainer'."""
+    """A short human cause: 'LR changed (0.001 -> 0.01)', 'code changed: loop'."""
     if recorded is None:
         return "code version changed"
     changes = []

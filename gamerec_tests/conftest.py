@@ -7,14 +7,16 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from gamerec_assets.definitions import STAGE_MODULES
 from gamerec_assets.resources import (
     ComputeResource,
     EvaluationResource,
     IndexResource,
-    InteractionSourceResource,
     PathsResource,
+    SourceResource,
     SplitResource,
     TrainingResource,
+    TuningResource,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,26 @@ ALL_ASSETS = (
     "item_embeddings",
     "eval_metrics",
     "faiss_index",
+    "serving_set",
 )
+
+
+GRAPH = [
+    *dg.load_assets_from_modules(STAGE_MODULES),
+    *dg.load_asset_checks_from_modules(STAGE_MODULES),
+]
+"""Every asset and check, without the code versions and automation of `definitions`."""
+
+
+def materialize(resources, instance, selection=None, raise_on_error=True):
+    """The whole graph (or `selection`) in this process, as `dagster.materialize` runs it."""
+    return dg.materialize(
+        GRAPH,
+        resources=resources,
+        instance=instance,
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
 
 
 def clustered_interactions(
@@ -91,9 +112,10 @@ def small_resources(tmp_path: Path, **source_overrides) -> dict:
         "paths": PathsResource(
             data_dir=str(tmp_path / "data"), artifacts_dir=str(tmp_path / "artifacts")
         ),
-        "source": InteractionSourceResource(**source),
+        "source": SourceResource(**source),
         "split": SplitResource(),
         "training": TrainingResource(epochs=3, batch_size=256, embed_dim=16, lr=0.01),
+        "tuning": TuningResource(),
         "evaluation": EvaluationResource(k=20),
         "index": IndexResource(),
         "compute": ComputeResource(device="cpu", num_threads=2),

@@ -113,6 +113,7 @@ def test_a_new_hyperparameter_requests_training_but_not_ingestion(setup):
         "item_embeddings",
         "eval_metrics",
         "faiss_index",
+        "serving_set",
     }
 
 

@@ -104,7 +104,7 @@ def test_every_user_with_one_game_fails_at_the_split_before_training(tmp_path, i
     assert keys == {"raw_interactions", "interactions"}
     assert "nothing to evaluate: each of the 4 users has a single game" in error
     assert "users with >= 2 games" in error
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     assert not paths.train_interactions.exists() and not paths.val_interactions.exists()
 
 
@@ -122,7 +122,7 @@ def test_catalog_smaller_than_val_k_fails_at_the_split_before_training(tmp_path,
     assert keys == {"raw_interactions", "interactions"}
     assert "VAL_K=20 is too large for a catalog of 5 games" in error
     assert "set VAL_K to at most 3" in error
-    assert not resources["paths"].checkpoint.exists()
+    assert not resources["paths"].settings().checkpoint.exists()
 
 
 @pytest.mark.parametrize("bad", [-5.0, float("nan"), float("inf")], ids=["negative", "nan", "inf"])
@@ -138,7 +138,7 @@ def test_invalid_hours_fail_at_ingestion_naming_file_row_and_column(tmp_path, in
         f"expected a finite number >= 0 (hours played), got {bad!r} (1 such row)"
     )
     assert expected in error
-    assert not resources["paths"].interactions.exists()
+    assert not resources["paths"].settings().interactions.exists()
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_bad_hyperparameters_fail_the_run_before_any_asset(tmp_path, instance, f
     run_config = {"resources": {"training": {"config": {field: value}}}}
     keys, error = failed_run(resources, instance, run_config)
     assert keys == set()
-    assert "TrainingResource" in error and field in error and "greater than 0" in error
+    assert f"(training.{field}): expected" in error and "> 0" in error
     assert not Path(resources["paths"].data_dir).exists()
 
 
@@ -177,6 +177,6 @@ def test_batch_larger_than_the_training_set_trains_one_batch_per_epoch(tmp_path,
     assert np.isfinite(metadata["eval_metrics"]["recall@20"].value)
     assert metadata["interactions"]["n_users"].value == 40
     assert metadata["interactions"]["source_duplicate_rows_merged"].value == 3
-    catalog = pl.read_parquet(resources["paths"].catalog)
+    catalog = pl.read_parquet(resources["paths"].settings().catalog)
     assert catalog.select("game_id", "title").rows() == list(titles.items())
-    assert "ポケモン, 🎮" in metadata["faiss_index"]["sample_recommendations"].value
+    assert "ポケモン, 🎮" in metadata["serving_set"]["sample_recommendations"].value

@@ -1,5 +1,6 @@
 """`gamerec materialize`: rebuild exactly what is stale or missing, through the real instance."""
 
+import json
 import os
 
 import dagster as dg
@@ -9,14 +10,14 @@ import pytest
 
 from gamerec_assets import cli
 from gamerec_assets.core.index import IndexSettings, build_index, read_index, search
-from gamerec_assets.resources import ENV_SETTINGS
+from gamerec_assets.core.settings import env_variables
 from gamerec_tests.conftest import ALL_ASSETS, clustered_interactions, project_environment
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A clean environment: temporary DAGSTER_HOME and folders, quick training settings."""
-    for variable in [*ENV_SETTINGS, "SEED"]:
+    for variable in env_variables():
         monkeypatch.delenv(variable, raising=False)
     for variable, value in {**project_environment(tmp_path), "LR": "0.01"}.items():
         monkeypatch.setenv(variable, value)
@@ -50,7 +51,7 @@ def test_a_second_run_with_nothing_changed_executes_no_asset(project, capsys):
     code, output = gamerec(capsys, "materialize")
     assert code == 0
     assert {status for status, _, _ in plan_rows(output).values()} == {"missing"}
-    assert "Materializing 7 asset(s)" in output
+    assert "Materializing 8 asset(s)" in output
     before = materialization_counts()
     assert set(before.values()) == {1}
 
@@ -71,7 +72,13 @@ def test_a_new_learning_rate_rebuilds_the_checkpoint_and_everything_after_it(
     code, output = gamerec(capsys, "materialize", "--dry-run")
     assert code == 0
     rows = plan_rows(output)
-    rebuilt = {"two_tower_checkpoint", "item_embeddings", "eval_metrics", "faiss_index"}
+    rebuilt = {
+        "two_tower_checkpoint",
+        "item_embeddings",
+        "eval_metrics",
+        "faiss_index",
+        "serving_set",
+    }
     for name in rebuilt:
         assert rows[name] == ("stale", "run", "LR changed (0.01 -> 0.02)")
     for name in set(ALL_ASSETS) - rebuilt:
@@ -107,7 +114,8 @@ def test_index_settings_rebuild_only_the_index_and_hnsw_matches_exact_search(
     assert plan_rows(output)["faiss_index"][:2] == ("stale", "run")
     assert 'GAMEREC_INDEX changed ("flat" -> "hnsw")' in plan_rows(output)["faiss_index"][2]
     after = materialization_counts()
-    assert {name for name in ALL_ASSETS if after[name] > before[name]} == {"faiss_index"}
+    rebuilt = {name for name in ALL_ASSETS if after[name] > before[name]}
+    assert rebuilt == {"faiss_index", "serving_set"}
     assert checkpoint.read_bytes() == checkpoint_bytes
 
     vectors = np.load(project / "artifacts" / "item_emb.npy")
@@ -118,6 +126,46 @@ def test_index_settings_rebuild_only_the_index_and_hnsw_matches_exact_search(
     agreement = np.mean([len(np.intersect1d(t, f)) / 20 for t, f in zip(truth, found)])
     assert len(vectors) == 2_000
     assert agreement >= 0.99
+
+
+def test_a_new_cutoff_reevaluates_and_republishes_but_never_rebuilds_the_index(
+    project, capsys, monkeypatch
+):
+    assert gamerec(capsys, "materialize")[0] == 0
+    before = materialization_counts()
+    monkeypatch.setenv("VAL_K", "10")
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0
+    assert plan_rows(output)["eval_metrics"] == ("stale", "run", "VAL_K changed (20 -> 10)")
+    assert plan_rows(output)["faiss_index"] == ("fresh", "-", "")
+    after = materialization_counts()
+    assert {name for name in ALL_ASSETS if after[name] > before[name]} == {
+        "eval_metrics",
+        "serving_set",
+    }
+    published = json.loads((project / "artifacts" / "metrics.json").read_text())
+    assert published["k"] == 10 and "recall@10" in published
+
+
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("EMBED_DIM", "0", "EMBED_DIM=0 (training.embed_dim): expected an integer > 0"),
+        ("LR", "inf", "LR=inf (training.lr): expected a finite number > 0"),
+        ("GAMEREC_SPLIT", "bogus", "expected one of max_playtime, latest, random"),
+    ],
+)
+def test_a_bad_setting_is_one_line_before_anything_runs(
+    project, capsys, monkeypatch, variable, value, expected
+):
+    monkeypatch.setenv(variable, value)
+    code = cli.main(["materialize"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith(f"gamerec materialize: {variable}=")
+    assert expected in captured.err
+    assert materialization_counts() == dict.fromkeys(ALL_ASSETS, 0)
 
 
 def test_rematerializing_interactions_from_the_same_input_leaves_downstream_fresh(project, capsys):

@@ -1,4 +1,4 @@
-"""The documented `dagster` commands, run as a user runs them, in a persistent DAGSTER_HOME."""
+"""The documented `dg` commands, run as a user runs them, in a persistent DAGSTER_HOME."""
 
 import json
 import os
@@ -15,12 +15,12 @@ import torch
 
 from gamerec_tests.conftest import REPO_ROOT, STEAM_200K, project_environment, requires_steam_200k
 
-DAGSTER = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+DG = shutil.which("dg", path=str(Path(sys.executable).parent)) or "dg"
 
 
-def run_dagster(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def run_dg(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [DAGSTER, *args],
+        [DG, *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -35,14 +35,13 @@ def cli_env(tmp_path) -> dict[str, str]:
 
 
 def materialize(env: dict[str, str], selection: str) -> subprocess.CompletedProcess:
-    return run_dagster(
-        env, "asset", "materialize", "-m", "gamerec_assets.definitions", "--select", selection
-    )
+    return run_dg(env, "launch", "--assets", selection)
 
 
 def test_materialize_everything_then_the_index_alone(cli_env, tmp_path):
     full = materialize(cli_env, "*")
     assert full.returncode == 0, full.stderr[-3000:]
+    assert "Warning" not in full.stderr  # nothing superseded, nothing in beta
     artifacts = tmp_path / "artifacts"
     for name in ("item_emb.npy", "index.faiss", "metrics.json", "two_tower.pt", "catalog.parquet"):
         assert (artifacts / name).stat().st_size > 0
@@ -50,7 +49,7 @@ def test_materialize_everything_then_the_index_alone(cli_env, tmp_path):
     checkpoint_mtime = (artifacts / "two_tower.pt").stat().st_mtime_ns
     (artifacts / "index.faiss").unlink()
 
-    index_only = materialize(cli_env, "faiss_index")
+    index_only = materialize(cli_env, "faiss_index+")  # the index and publishing
     assert index_only.returncode == 0, index_only.stderr[-3000:]
     assert (artifacts / "index.faiss").exists()
     assert (artifacts / "two_tower.pt").stat().st_mtime_ns == checkpoint_mtime
@@ -84,7 +83,7 @@ def test_materialize_on_steam_200k(cli_env, tmp_path):
     assert full.returncode == 0, full.stderr[-3000:]
     metrics = json.loads((tmp_path / "artifacts" / "metrics.json").read_text())
     assert metrics["n_eval_users"] == 6_693
-    index_only = materialize(env, "faiss_index")
+    index_only = materialize(env, "faiss_index+")
     assert index_only.returncode == 0, index_only.stderr[-3000:]
 
 
@@ -96,7 +95,7 @@ def test_training_killed_with_sigkill_leaves_no_partial_file_and_the_rerun_resum
     env = {**cli_env, "TRAIN_EPOCHS": "40", "BATCH_SIZE": "64"}
     artifacts = tmp_path / "artifacts"
     state = artifacts / "staging" / "training_state"
-    command = [DAGSTER, "asset", "materialize", "-m", "gamerec_assets.definitions", "--select", "*"]
+    command = [DG, "launch", "--assets", "*"]
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,

@@ -1,4 +1,4 @@
-"""End to end as a user works: `dagster dev` on a loopback port, runs launched through the
+"""End to end as a user works: `dg dev` on a loopback port, runs launched through the
 webserver's GraphQL API (the calls the UI makes), metadata read back the same way."""
 
 import json
@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from gamerec_tests.conftest import ALL_ASSETS, REPO_ROOT, project_environment
-from gamerec_tests.test_dagster_commands import DAGSTER
+from gamerec_tests.test_dagster_commands import DG
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 STARTUP_SECONDS = 180
@@ -136,14 +136,14 @@ class Webserver:
 
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory):
-    """`dagster dev` in a temporary DAGSTER_HOME on a free loopback port; stopped by its
-    process group id afterwards."""
+    """`dg dev` in a temporary DAGSTER_HOME on a free loopback port; stopped by its process
+    group id afterwards."""
     folder = tmp_path_factory.mktemp("dagster_dev")
     env = {**os.environ, **project_environment(folder)}
     port = free_port()
     log = open(folder / "dagster_dev.log", "w")  # noqa: SIM115 - closed in the teardown
     process = subprocess.Popen(
-        [DAGSTER, "dev", "--host", "127.0.0.1", "--port", str(port)],
+        [DG, "dev", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
@@ -155,13 +155,13 @@ def webserver(tmp_path_factory):
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if process.poll() is not None:
-                pytest.fail(f"dagster dev exited: {(folder / 'dagster_dev.log').read_text()}")
+                pytest.fail(f"dg dev exited: {(folder / 'dagster_dev.log').read_text()}")
             try:
                 with urllib.request.urlopen(f"{url}/server_info", timeout=5):
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"dagster dev did not answer on {url} in {STARTUP_SECONDS} s")
+                    pytest.fail(f"dg dev did not answer on {url} in {STARTUP_SECONDS} s")
                 time.sleep(1)
         yield Webserver(url)
     finally:
@@ -177,7 +177,7 @@ def webserver(tmp_path_factory):
 def test_ui_runs_the_graph_then_the_index_alone_and_shows_the_metadata(webserver):
     graph_run = webserver.launch(["raw_interactions", *ALL_ASSETS])
     assert webserver.wait(graph_run) == "SUCCESS"
-    index_run = webserver.launch(["faiss_index"])
+    index_run = webserver.launch(["faiss_index", "serving_set"])
     assert webserver.wait(index_run) == "SUCCESS"
 
     run, interactions = webserver.latest_metadata("interactions")
@@ -195,11 +195,13 @@ def test_ui_runs_the_graph_then_the_index_alone_and_shows_the_metadata(webserver
     assert "| metric | model | popularity |" in metrics["metrics"]["mdStr"]
 
     run, index = webserver.latest_metadata("faiss_index")
-    assert run == index_run  # the second run rebuilt the index alone
+    assert run == index_run  # the second run rebuilt the index alone, and published it
     assert index["recall@20_vs_exact"]["floatValue"] == 1.0  # flat: exact
+    run, published = webserver.latest_metadata("serving_set")
+    assert run == index_run
     assert (
         "| user_id | games | most played | top 5 recommended |"
-        in (index["sample_recommendations"]["mdStr"])
+        in (published["sample_recommendations"]["mdStr"])
     )
     _, embeddings = webserver.latest_metadata("item_embeddings")
     assert embeddings["dim"]["intValue"] == 16
@@ -250,9 +252,9 @@ def headless(url: str, *args: str, window: str = "2400,1400") -> str:
 def test_browser_shows_every_asset_and_the_lineage(webserver):
     """Runs after the graph test above, so the UI has materializations to show."""
     webserver.graphql("mutation { setNuxSeen }")  # the first-visit dialog, as the UI dismisses it
-    # the lineage of faiss_index, upstream: every asset of the graph, grouped by stage
+    # the lineage of serving_set, upstream: every asset of the graph, grouped by stage
     graph_page = (
-        f"{webserver.url}/assets/faiss_index?view=lineage&lineageScope=upstream&lineageDepth=10"
+        f"{webserver.url}/assets/serving_set?view=lineage&lineageScope=upstream&lineageDepth=10"
     )
     graph = headless(graph_page, "--dump-dom")
     missing = [key for key in ["raw_interactions", *ALL_ASSETS] if f">{key}<" not in graph]

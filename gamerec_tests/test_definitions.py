@@ -6,17 +6,21 @@ from gamerec_assets.definitions import build_definitions, defs
 from gamerec_assets.resources import resources_from_env
 
 EXPECTED_GRAPH = {
-    "raw_interactions": ("ingestion", set()),
-    "interactions": ("ingestion", {"raw_interactions"}),
-    "train_interactions": ("splits", {"interactions"}),
-    "val_interactions": ("splits", {"interactions"}),
-    "two_tower_checkpoint": ("training", {"train_interactions", "interactions"}),
-    "item_embeddings": ("training", {"two_tower_checkpoint"}),
+    "raw_interactions": ("ingestion", set(), {"file"}),
+    "interactions": ("ingestion", {"raw_interactions"}, {"polars", "parquet"}),
+    "train_interactions": ("splits", {"interactions"}, {"polars", "parquet"}),
+    "val_interactions": ("splits", {"interactions"}, {"polars", "parquet"}),
+    "two_tower_checkpoint": ("training", {"train_interactions", "interactions"}, {"pytorch"}),
+    "item_embeddings": ("training", {"two_tower_checkpoint"}, {"numpy"}),
     "eval_metrics": (
         "evaluation",
         {"item_embeddings", "two_tower_checkpoint", "train_interactions", "val_interactions"},
+        {"pytorch"},
     ),
-    "faiss_index": ("serving", {"item_embeddings", "eval_metrics"}),
+    # the index depends on the embeddings alone: a VAL_K change never rebuilds it
+    "faiss_index": ("serving", {"item_embeddings"}, {"faiss"}),
+    # publishing is gated by every blocking check upstream
+    "serving_set": ("serving", {"faiss_index", "eval_metrics"}, {"file"}),
 }
 EXPECTED_CHECKS = {
     ("interactions", "interactions_not_empty", True),
@@ -38,10 +42,13 @@ def test_every_asset_key_dependency_and_group_is_as_designed():
         key.to_user_string(): (
             graph.get(key).group_name,
             {parent.to_user_string() for parent in graph.get(key).parent_keys},
+            set(graph.get(key).kinds),
         )
         for key in graph.get_all_asset_keys()
     }
     assert actual == EXPECTED_GRAPH
+    for key in graph.get_all_asset_keys():  # every asset explains itself in the UI
+        assert len(graph.get(key).description or "") > 40, key
 
 
 def test_every_check_is_attached_with_its_blocking_flag():

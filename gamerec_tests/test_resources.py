@@ -3,14 +3,15 @@
 import polars as pl
 import pytest
 
-from gamerec_assets.core.sources import InteractionsFileError
-from gamerec_assets.resources import InteractionSourceResource, resources_from_env
+from gamerec_assets.core.settings import SettingError, Source
+from gamerec_assets.core.sources import InteractionsFileError, load_source
+from gamerec_assets.resources import resources_from_env
 from gamerec_tests.conftest import STEAM_200K, requires_steam_200k
 
 
 def test_defaults_are_the_tuned_model_under_the_seeds_names():
     resources = resources_from_env({})
-    config = resources["training"].train_config()
+    config = resources["training"].settings()
     assert (config.epochs, config.batch_size, config.embed_dim, config.lr) == (20, 1024, 256, 3e-3)
     assert (config.user_tower, config.normalize, config.temperature) == ("history", True, 0.15)
     assert config.logq_correction and config.mask_accidental_hits and config.playtime_weighting
@@ -32,7 +33,7 @@ def test_how_training_runs_is_not_part_of_the_models_version(variable, value):
     changed = resources_from_env({variable: value})["training"]
     assert changed != default
     assert default.version_fields() == changed.version_fields()
-    assert default.train_config() == changed.train_config()
+    assert default.settings().model_dict() == changed.settings().model_dict()
 
 
 def test_env_vars_override_every_setting():
@@ -59,7 +60,7 @@ def test_env_vars_override_every_setting():
             "TRAIN_NPROC": "4",
         }
     )
-    config = resources["training"].train_config()
+    config = resources["training"].settings()
     assert (config.user_tower, config.normalize, config.refit) == ("id", False, False)
     training = resources["training"]
     assert (training.epochs, training.batch_size, training.embed_dim, training.lr) == (
@@ -75,9 +76,9 @@ def test_env_vars_override_every_setting():
     assert resources["evaluation"].k == 10
     assert (resources["source"].kind, resources["source"].path) == ("steam200k", "/x/steam.csv")
     assert resources["split"].strategy == "random"
-    assert str(resources["paths"].checkpoint) == "/a/staging/two_tower.pt"
-    assert str(resources["paths"].published("two_tower.pt")) == "/a/two_tower.pt"
-    assert str(resources["paths"].interactions) == "/d/interactions.parquet"
+    assert str(resources["paths"].settings().checkpoint) == "/a/staging/two_tower.pt"
+    assert str(resources["paths"].settings().published / "two_tower.pt") == "/a/two_tower.pt"
+    assert str(resources["paths"].settings().interactions) == "/d/interactions.parquet"
     assert resources["compute"].device == "cpu"
 
 
@@ -92,28 +93,30 @@ def test_env_vars_override_every_setting():
         ("GAMEREC_SPLIT", "oldest"),
         ("GAMEREC_DEVICE", "tpu"),
         ("TRAIN_NPROC", "0"),
+        ("LR", "inf"),
+        ("BATCH_SIZE", "1.5"),
+        ("GAMEREC_NORMALIZE", "maybe"),
     ],
 )
 def test_bad_values_are_rejected_before_anything_runs(variable, value):
-    with pytest.raises(ValueError, match=variable):
+    with pytest.raises(SettingError, match=f"^{variable}=") as caught:
         resources_from_env({variable: value})
+    assert "\n" not in str(caught.value)  # one line
 
 
 def test_file_sources_need_a_path():
-    with pytest.raises(ValueError, match="GAMEREC_SOURCE_PATH"):
-        InteractionSourceResource(kind="steam200k").load()
+    with pytest.raises(SettingError, match="GAMEREC_SOURCE_PATH"):
+        resources_from_env({"GAMEREC_SOURCE": "steam200k"})
 
 
 def test_missing_file_error_names_the_file(tmp_path):
     missing = tmp_path / "nope.csv"
     with pytest.raises(InteractionsFileError, match="nope.csv: file not found"):
-        InteractionSourceResource(kind="interactions", path=str(missing)).load()
+        load_source(Source(kind="interactions", path=str(missing)))
 
 
 def test_synthetic_source_honours_its_size_knobs():
-    raw = InteractionSourceResource(
-        synthetic_users=200, synthetic_games=50, synthetic_interactions=2_000
-    ).load()
+    raw = load_source(Source(synthetic_users=200, synthetic_games=50, synthetic_interactions=2_000))
     assert raw.frame["user_id"].n_unique() == 200
     assert raw.frame["game_id"].n_unique() <= 50
     assert abs(raw.frame.height - 2_000) <= 200
@@ -121,7 +124,7 @@ def test_synthetic_source_honours_its_size_knobs():
 
 @requires_steam_200k
 def test_steam_source_reads_the_real_file():
-    raw = InteractionSourceResource(kind="steam200k", path=str(STEAM_200K)).load()
+    raw = load_source(Source(kind="steam200k", path=str(STEAM_200K)))
     assert raw.frame.height == 128_804
     assert raw.stats["duplicate_rows_dropped"] == 707
     assert raw.frame.schema["play_time_hours"] == pl.Float64

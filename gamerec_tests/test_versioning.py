@@ -2,11 +2,18 @@
 
 import pytest
 
+from gamerec_assets.core.codehash import code_fingerprint
 from gamerec_assets.definitions import build_definitions
 from gamerec_assets.resources import resources_from_env
-from gamerec_assets.versioning import code_fingerprint, describe_version_change
+from gamerec_assets.versioning import declared_version_inputs, describe_version_change
 
-TRAINING_AND_AFTER = {"two_tower_checkpoint", "item_embeddings", "eval_metrics", "faiss_index"}
+TRAINING_AND_AFTER = {
+    "two_tower_checkpoint",
+    "item_embeddings",
+    "eval_metrics",
+    "faiss_index",
+    "serving_set",
+}
 EVERYTHING = {"interactions", "train_interactions", "val_interactions"} | TRAINING_AND_AFTER
 STEAM = {"GAMEREC_SOURCE": "steam200k", "GAMEREC_SOURCE_PATH": "/data/steam-200k.csv.gz"}
 
@@ -33,13 +40,14 @@ def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
         ({"BATCH_SIZE": "512"}, TRAINING_AND_AFTER),
         ({"EMBED_DIM": "32"}, TRAINING_AND_AFTER),
         ({"SEED": "7"}, TRAINING_AND_AFTER),  # max_playtime split and a file source ignore it
-        # eval_metrics gates the index (its blocking check), so the index follows it.
-        ({"VAL_K": "10"}, {"eval_metrics", "faiss_index"}),
-        ({"GAMEREC_EASE_BASELINE": "false"}, {"eval_metrics", "faiss_index"}),
+        # the index does not depend on the evaluation: only publishing follows it
+        ({"VAL_K": "10"}, {"eval_metrics", "serving_set"}),
+        ({"GAMEREC_EASE_BASELINE": "false"}, {"eval_metrics", "serving_set"}),
+        ({"GAMEREC_TUNE_K": "10"}, TRAINING_AND_AFTER),
         ({"GAMEREC_TEMPERATURE": "0.2"}, TRAINING_AND_AFTER),
         ({"GAMEREC_USER_TOWER": "id"}, TRAINING_AND_AFTER),
-        ({"GAMEREC_INDEX": "hnsw"}, {"faiss_index"}),
-        ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index"}),
+        ({"GAMEREC_INDEX": "hnsw"}, {"faiss_index", "serving_set"}),
+        ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index", "serving_set"}),
         ({"GAMEREC_HNSW_EF_SEARCH": "64"}, set()),  # irrelevant to the default flat index
         ({"GAMEREC_SPLIT": "random"}, EVERYTHING - {"interactions"}),
         ({"GAMEREC_SOURCE_PATH": "/data/other.csv"}, EVERYTHING | {"raw_interactions"}),
@@ -52,9 +60,8 @@ def test_a_setting_marks_exactly_the_assets_it_affects(change, affected):
 
 
 def test_hnsw_settings_matter_once_the_index_is_hnsw():
-    assert changed_by({**STEAM, "GAMEREC_INDEX": "hnsw"}, {"GAMEREC_HNSW_EF_SEARCH": "64"}) == {
-        "faiss_index"
-    }
+    changed = changed_by({**STEAM, "GAMEREC_INDEX": "hnsw"}, {"GAMEREC_HNSW_EF_SEARCH": "64"})
+    assert changed == {"faiss_index", "serving_set"}
 
 
 def test_seed_also_changes_synthetic_data_and_a_random_split():
@@ -72,6 +79,27 @@ def test_causes_name_the_setting_and_its_values():
         == "LR changed (0.001 -> 0.01); code changed: trainer"
     )
     assert describe_version_change(None, declared, {}) == "code version changed"
+
+
+def test_each_assets_code_is_its_module_and_what_that_imports():
+    """Derived from the imports, so a module the asset uses cannot be forgotten, and one it
+    does not use cannot make it stale."""
+    declared = declared_version_inputs(
+        list(build_definitions(resources_from_env(STEAM)).assets),
+        {key: resource for key, resource in resources_from_env(STEAM).items()},
+    )
+    training = set(declared["two_tower_checkpoint"]["code"])
+    assert {
+        "gamerec_assets.assets.training",
+        "gamerec_assets.core.training.loop",
+        "gamerec_assets.core.training.loss",
+        "gamerec_assets.core.model",
+        "gamerec_assets.train_worker",
+    } <= training
+    index_only = set(declared["faiss_index"]["code"]) - training
+    assert "gamerec_assets.core.index" in index_only
+    assert "gamerec_assets.core.index" not in training  # an index change does not retrain
+    assert "gamerec_assets.core.training.loop" not in declared["interactions"]["code"]
 
 
 def test_code_fingerprints_ignore_comments_docstrings_and_formatting_but_not_code():

@@ -6,7 +6,8 @@ import polars as pl
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
 from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.io import write_parquet_atomic
-from gamerec_assets.resources import InteractionSourceResource, PathsResource
+from gamerec_assets.core.sources import load_source, source_fingerprint
+from gamerec_assets.resources import PathsResource, SourceResource
 from gamerec_assets.versioning import effective_version
 
 INTERACTIONS_NOT_EMPTY = "interactions_not_empty"
@@ -25,9 +26,9 @@ INTERACTIONS_HOURS_VALID = "interactions_hours_valid"
     ),
 )
 def raw_interactions(
-    context: dg.AssetExecutionContext, source: InteractionSourceResource
+    context: dg.AssetExecutionContext, source: SourceResource
 ) -> dg.MaterializeResult:
-    fingerprint = source.content_fingerprint()
+    fingerprint = source_fingerprint(source.settings())
     version = effective_version(context, "raw_interactions", {"source": source})
     return dg.MaterializeResult(
         tags=version["tags"],
@@ -49,19 +50,20 @@ def raw_interactions(
         "One row per (user, game): original ids, contiguous user_idx/item_idx (sorted order of "
         "the original ids) and play_time_hours. For serving, the game catalog (item_idx, "
         "game_id, title) and every player's games (user_games.parquet) go to "
-        "ARTIFACTS_DIR/staging, published with the rest by faiss_index."
+        "ARTIFACTS_DIR/staging, published with the rest by serving_set."
     ),
 )
 def interactions(
-    context: dg.AssetExecutionContext, source: InteractionSourceResource, paths: PathsResource
+    context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource
 ) -> dg.MaterializeResult:
-    raw = source.load()
+    raw = load_source(source.settings())
     indexed = index_interactions(raw.frame)
-    write_parquet_atomic(indexed.interactions, paths.interactions)
-    write_parquet_atomic(indexed.catalog, paths.catalog)
+    files = paths.settings()
+    write_parquet_atomic(indexed.interactions, files.interactions)
+    write_parquet_atomic(indexed.catalog, files.catalog)
     write_parquet_atomic(
         indexed.interactions.select("user_id", "user_idx", "item_idx", "play_time_hours"),
-        paths.user_games,
+        files.user_games,
     )
     context.log.info(
         f"{indexed.interactions.height} interactions, {indexed.n_users} users, "
@@ -77,10 +79,10 @@ def interactions(
             "source": raw.description,
             "n_users": indexed.n_users,
             "n_games": indexed.n_items,
-            "path": dg.MetadataValue.path(str(paths.interactions)),
-            "catalog_path": dg.MetadataValue.path(str(paths.catalog)),
+            "path": dg.MetadataValue.path(str(files.interactions)),
+            "catalog_path": dg.MetadataValue.path(str(files.catalog)),
         },
-        data_version=content_version(paths.interactions, paths.catalog, paths.user_games),
+        data_version=content_version(files.interactions, files.catalog, files.user_games),
     )
 
 
@@ -108,7 +110,7 @@ def _bad_rows_result(bad: pl.DataFrame, problem: str) -> dg.AssetCheckResult:
     description="There is at least one interaction to train on.",
 )
 def interactions_not_empty(paths: PathsResource) -> dg.AssetCheckResult:
-    rows = pl.scan_parquet(paths.interactions).select(pl.len()).collect().item()
+    rows = pl.scan_parquet(paths.settings().interactions).select(pl.len()).collect().item()
     return dg.AssetCheckResult(
         passed=rows > 0,
         description=None if rows else "the input has no interaction rows",
@@ -124,7 +126,7 @@ def interactions_not_empty(paths: PathsResource) -> dg.AssetCheckResult:
 )
 def interactions_keys_not_null(paths: PathsResource) -> dg.AssetCheckResult:
     bad = (
-        pl.scan_parquet(paths.interactions)
+        pl.scan_parquet(paths.settings().interactions)
         .filter(pl.col("user_id").is_null() | pl.col("game_id").is_null())
         .select("user_id", "game_id", "play_time_hours")
         .collect()
@@ -141,7 +143,7 @@ def interactions_keys_not_null(paths: PathsResource) -> dg.AssetCheckResult:
 def interactions_hours_valid(paths: PathsResource) -> dg.AssetCheckResult:
     hours = pl.col("play_time_hours")
     bad = (
-        pl.scan_parquet(paths.interactions)
+        pl.scan_parquet(paths.settings().interactions)
         .filter(hours.is_null() | hours.is_nan() | hours.is_infinite() | (hours < 0))
         .select("user_id", "game_id", "play_time_hours")
         .collect()

@@ -3,9 +3,7 @@
 The index has settings of its own (`IndexResource`), so changing them rebuilds only this
 asset, from the stored `item_emb.npy`. `index.json` beside the index records the settings a
 reader needs (the metric decides whether queries are L2-normalised) and the SHA-256 of the
-embeddings it indexes. Being the last step, it also publishes: it checks that the staged files
-form one consistent set whose model passed the popularity gate, then copies them into
-ARTIFACTS_DIR with manifest.json (see `core.publish`).
+embeddings it indexes. Publishing the serving set is the next step (`publishing`).
 """
 
 import json
@@ -15,8 +13,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from gamerec_assets.assets.common import content_version, markdown_table
-from gamerec_assets.assets.evaluation import MODEL_BEATS_POPULARITY, popularity_gate
+from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.index import (
     build_index,
     prepare_vectors,
@@ -26,16 +23,8 @@ from gamerec_assets.core.index import (
     write_index,
 )
 from gamerec_assets.core.io import file_sha256, write_json_atomic
-from gamerec_assets.core.publish import (
-    INDEX_FILE,
-    MANIFEST_FILE,
-    ArtifactSetError,
-    publish_artifacts,
-    staged_set_lineage,
-)
-from gamerec_assets.core.recommend import Recommender, sample_recommendations
 from gamerec_assets.resources import IndexResource, PathsResource
-from gamerec_assets.versioning import CODE_VERSION_TAG, effective_version
+from gamerec_assets.versioning import effective_version
 
 FAISS_INDEX_MATCHES_CATALOG = "faiss_index_matches_catalog"
 FAISS_INDEX_MATCHES_EXACT_SEARCH = "faiss_index_matches_exact_search"
@@ -49,9 +38,7 @@ def _sample_rows(n_items: int) -> np.ndarray:
 
 
 @dg.asset(
-    # eval_metrics is a dependency so that its blocking check (the model must beat
-    # popularity) keeps a worse-than-popularity model out of the index.
-    deps=["item_embeddings", "eval_metrics"],
+    deps=["item_embeddings"],
     group_name="serving",
     kinds={"faiss"},
     description=(
@@ -62,23 +49,24 @@ def _sample_rows(n_items: int) -> np.ndarray:
 def faiss_index(
     context: dg.AssetExecutionContext, index: IndexResource, paths: PathsResource
 ) -> dg.MaterializeResult:
-    settings = index.index_settings()
-    vectors = np.load(paths.item_embeddings)
+    settings, files = index.settings(), paths.settings()
+    vectors = np.load(files.item_embeddings)
     started = time.perf_counter()
     built = build_index(vectors, settings)
     build_seconds = time.perf_counter() - started
     queries = vectors[_sample_rows(len(vectors))]
     recall = recall_against_exact(built, vectors, queries, RECALL_K, settings.metric)
-    write_index(built, paths.faiss_index)
+    write_index(built, files.faiss_index)
     write_json_atomic(
-        paths.faiss_index_settings,
+        files.faiss_index_settings,
         {
             **settings.relevant_fields(),
             "ntotal": int(built.ntotal),
             "dim": int(built.d),
             f"recall@{RECALL_K}_vs_exact": recall,
             "recall_queries": len(queries),
-            "item_embeddings_sha256": file_sha256(paths.item_embeddings),
+            "item_embeddings_sha256": file_sha256(files.item_embeddings),
+            "index_sha256": file_sha256(files.faiss_index),
         },
     )
     context.log.info(
@@ -86,26 +74,6 @@ def faiss_index(
         f"recall@{RECALL_K} against exact {recall:.4f}"
     )
     version = effective_version(context, "faiss_index", {"index": index})
-    try:
-        staged = staged_set_lineage(paths.staging)
-    except ArtifactSetError as error:
-        raise dg.Failure(f"not publishing: {error}") from error
-    passed, why_not, _ = popularity_gate(json.loads(paths.metrics.read_text(encoding="utf-8")))
-    if not passed:  # the blocking check stops a full run; this stops an index-only one
-        raise dg.Failure(
-            f"not publishing: the staged model in {paths.staging} fails "
-            f"{MODEL_BEATS_POPULARITY} ({why_not}); the published set stays as it was"
-        )
-    manifest = publish_artifacts(
-        paths.staging,
-        paths.artifacts_dir,
-        staged,
-        run_id=context.run.run_id,
-        config_fingerprint=version["metadata"]["config_fingerprint"],
-        code_version=version["tags"][CODE_VERSION_TAG],
-    )
-    context.log.info(f"published {len(manifest['files'])} files to {paths.artifacts_dir}")
-    samples = sample_recommendations(Recommender.load(paths.artifacts_dir))
     return dg.MaterializeResult(
         tags=version["tags"],
         metadata={
@@ -114,14 +82,12 @@ def faiss_index(
             "settings": dg.MetadataValue.json(settings.relevant_fields()),
             "ntotal": int(built.ntotal),
             "dim": int(built.d),
-            "bytes": paths.faiss_index.stat().st_size,
+            "bytes": files.faiss_index.stat().st_size,
             "build_seconds": round(build_seconds, 4),
             f"recall@{RECALL_K}_vs_exact": recall,
-            "sample_recommendations": dg.MetadataValue.md(markdown_table(samples)),
-            "path": dg.MetadataValue.path(str(paths.published(INDEX_FILE))),
-            "manifest": dg.MetadataValue.path(str(paths.published(MANIFEST_FILE))),
+            "path": dg.MetadataValue.path(str(files.faiss_index)),
         },
-        data_version=content_version(paths.faiss_index, paths.faiss_index_settings),
+        data_version=content_version(files.faiss_index, files.faiss_index_settings),
     )
 
 
@@ -135,9 +101,10 @@ def faiss_index(
     ),
 )
 def faiss_index_matches_catalog(paths: PathsResource) -> dg.AssetCheckResult:
-    built = read_index(paths.faiss_index)
-    n_games = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
-    embed_dim = int(np.load(paths.item_embeddings, mmap_mode="r").shape[1])
+    files = paths.settings()
+    built = read_index(files.faiss_index)
+    n_games = pl.scan_parquet(files.catalog).select(pl.len()).collect().item()
+    embed_dim = int(np.load(files.item_embeddings, mmap_mode="r").shape[1])
     return dg.AssetCheckResult(
         passed=built.ntotal == n_games and built.d == embed_dim,
         metadata={
@@ -159,9 +126,10 @@ def faiss_index_matches_catalog(paths: PathsResource) -> dg.AssetCheckResult:
     ),
 )
 def faiss_index_matches_exact_search(paths: PathsResource) -> dg.AssetCheckResult:
-    built = read_index(paths.faiss_index)
-    settings = json.loads(paths.faiss_index_settings.read_text(encoding="utf-8"))
-    vectors = np.load(paths.item_embeddings)
+    files = paths.settings()
+    built = read_index(files.faiss_index)
+    settings = json.loads(files.faiss_index_settings.read_text(encoding="utf-8"))
+    vectors = np.load(files.item_embeddings)
     queries = vectors[_sample_rows(len(vectors))]
     k = min(RECALL_K, len(vectors))
     if settings["kind"] != "flat":

@@ -47,12 +47,13 @@ def leave_one_out_splits(
     evaluation: EvaluationResource,
     paths: PathsResource,
 ):
-    interactions = pl.read_parquet(paths.interactions)
+    files = paths.settings()
+    interactions = pl.read_parquet(files.interactions)
     result = leave_one_out_split(interactions, strategy=split.strategy, seed=split.seed)
     require_heldout_users(result)
     require_cutoff_below_catalog(evaluation.k, n_items=int(interactions["item_idx"].max()) + 1)
-    write_parquet_atomic(result.train, paths.train_interactions)
-    write_parquet_atomic(result.val, paths.val_interactions)
+    write_parquet_atomic(result.train, files.train_interactions)
+    write_parquet_atomic(result.val, files.val_interactions)
     context.log.info(
         f"{split.strategy}: {result.train.height} train rows, {result.val.height} held-out users"
     )
@@ -66,9 +67,9 @@ def leave_one_out_splits(
             **table_metadata(result.train),
             "n_users": result.train["user_idx"].n_unique(),
             "split": settings,
-            "path": dg.MetadataValue.path(str(paths.train_interactions)),
+            "path": dg.MetadataValue.path(str(files.train_interactions)),
         },
-        data_version=content_version(paths.train_interactions),
+        data_version=content_version(files.train_interactions),
     )
     version = effective_version(context, "val_interactions", {"split": split})
     yield dg.MaterializeResult(
@@ -79,9 +80,9 @@ def leave_one_out_splits(
             **table_metadata(result.val),
             "n_eval_users": result.val.height,
             "split": settings,
-            "path": dg.MetadataValue.path(str(paths.val_interactions)),
+            "path": dg.MetadataValue.path(str(files.val_interactions)),
         },
-        data_version=content_version(paths.val_interactions),
+        data_version=content_version(files.val_interactions),
     )
 
 
@@ -93,8 +94,9 @@ def leave_one_out_splits(
     description="No held-out (user, game) pair is in train; each user holds out at most one game.",
 )
 def split_no_leakage(paths: PathsResource) -> dg.AssetCheckResult:
-    train = pl.scan_parquet(paths.train_interactions).select("user_idx", "item_idx")
-    val = pl.scan_parquet(paths.val_interactions).select("user_idx", "item_idx")
+    files = paths.settings()
+    train = pl.scan_parquet(files.train_interactions).select("user_idx", "item_idx")
+    val = pl.scan_parquet(files.val_interactions).select("user_idx", "item_idx")
     leaked = val.join(train, on=["user_idx", "item_idx"], how="inner").collect()
     repeated_users = val.group_by("user_idx").len().filter(pl.col("len") > 1).collect()
     return dg.AssetCheckResult(
@@ -115,8 +117,9 @@ def split_no_leakage(paths: PathsResource) -> dg.AssetCheckResult:
     description="Every evaluated user has at least one training interaction.",
 )
 def split_eval_users_have_train_data(paths: PathsResource) -> dg.AssetCheckResult:
-    train_users = pl.scan_parquet(paths.train_interactions).select("user_idx").unique()
-    val = pl.scan_parquet(paths.val_interactions).select("user_idx")
+    files = paths.settings()
+    train_users = pl.scan_parquet(files.train_interactions).select("user_idx").unique()
+    val = pl.scan_parquet(files.val_interactions).select("user_idx")
     orphans = val.join(train_users, on="user_idx", how="anti").collect()
     n_eval = val.select(pl.len()).collect().item()
     return dg.AssetCheckResult(

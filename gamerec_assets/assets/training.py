@@ -1,11 +1,9 @@
 """Stage 3, training: the two-tower checkpoint and the item embeddings FAISS serves."""
 
 import base64
-import json
 import os
 import shutil
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import replace
 
 import dagster as dg
 import numpy as np
@@ -13,22 +11,23 @@ import polars as pl
 import torch
 
 from gamerec_assets.assets.common import content_version
-from gamerec_assets.core.io import atomic_path, file_sha256
+from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.plots import training_curve_png
-from gamerec_assets.core.recommend import save_user_tower
-from gamerec_assets.core.trainer import (
-    TrainConfig,
-    checkpoint_extra,
+from gamerec_assets.core.settings import Paths, TrainConfig
+from gamerec_assets.core.training.checkpoint import (
+    checkpoint_config,
     checkpoint_fingerprint,
-    fit_two_tower,
     load_checkpoint,
-    save_checkpoint,
 )
+from gamerec_assets.core.training.job import TrainingJob, run_training
+from gamerec_assets.core.training.world import World
+from gamerec_assets.core.user_tower import save_user_tower
 from gamerec_assets.resources import (
     ComputeResource,
     PathsResource,
     SplitResource,
     TrainingResource,
+    TuningResource,
 )
 from gamerec_assets.train_worker import torchrun_command
 from gamerec_assets.versioning import effective_version
@@ -54,39 +53,34 @@ ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 def two_tower_checkpoint(
     context: dg.AssetExecutionContext,
     training: TrainingResource,
+    tuning: TuningResource,
     split: SplitResource,
     compute: ComputeResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
-    config = training.train_config()
-    device = compute.setup()
-    n_users = (
-        pl.scan_parquet(paths.interactions).select(pl.col("user_idx").max()).collect().item() + 1
-    )
-    n_items = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
+    config, files, device = training.settings(), paths.settings(), compute.setup()
+    job = training_job(files, config, split.strategy, tuning.k, compute.device)
     context.log.info(
-        f"training {n_users} users x {n_items} games, device {device}, "
-        f"{training.nproc} process(es), config {config}"
+        f"training {job.n_users} users x {job.n_items} games, device {device}, "
+        f"{config.nproc} process(es), config {config}"
     )
-    state_dir = paths.training_state if training.epoch_checkpoints else None
-    if training.nproc > 1:
-        run_metadata = train_with_torchrun(
-            context, training, split, compute, paths, n_users, n_items, state_dir
-        )
+    if config.nproc > 1:
+        run_metadata = train_with_torchrun(context, job, files, config.nproc, compute.num_threads)
     else:
-        run_metadata = train_in_process(
-            context, config, split, device, paths, n_users, n_items, state_dir
-        )
-    shutil.rmtree(paths.training_state, ignore_errors=True)
+        fit = run_training(job, World(device=device), context.log.info)
+        run_metadata = {"fit_seconds": round(fit.seconds, 3)}
+    shutil.rmtree(files.training_state, ignore_errors=True)
 
-    checkpoint = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
+    checkpoint = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
     losses, tuning_scores = checkpoint["epoch_losses"], checkpoint["tuning_ndcg"]
     tuning_losses = checkpoint["extra"]["tuning_epoch_losses"]
     phases = {"refit" if tuning_losses else "train": losses}
     if tuning_losses:
         phases = {"tune": tuning_losses, **phases}
-    curve = training_curve_png(phases, tuning_scores or None)
-    version = effective_version(context, "two_tower_checkpoint", {"training": training})
+    curve = training_curve_png(phases, tuning_scores or None, tuning.k)
+    version = effective_version(
+        context, "two_tower_checkpoint", {"training": training, "tuning": tuning}
+    )
     return dg.MaterializeResult(
         tags=version["tags"],
         metadata={
@@ -103,89 +97,48 @@ def two_tower_checkpoint(
             "world_size": checkpoint["extra"]["world_size"],
             **run_metadata,
             "config": dg.MetadataValue.json(training.model_dump()),
-            "path": dg.MetadataValue.path(str(paths.checkpoint)),
+            "path": dg.MetadataValue.path(str(files.checkpoint)),
         },
         data_version=dg.DataVersion(checkpoint_fingerprint(checkpoint)[:16]),
     )
 
 
-def training_inputs(paths: PathsResource) -> list[Path]:
-    """The files a model depends on; their hashes go into the checkpoint, and publishing
-    checks the staged catalog and players' games against them (the id mapping must match)."""
-    return [paths.catalog, paths.user_games, paths.train_interactions]
-
-
-def train_in_process(
-    context: dg.AssetExecutionContext,
-    config: TrainConfig,
-    split: SplitResource,
-    device: torch.device,
-    paths: PathsResource,
-    n_users: int,
-    n_items: int,
-    state_dir: Path | None,
-) -> dict[str, object]:
-    """Train in the run's own process and write the checkpoint (TRAIN_NPROC=1)."""
-    train = pl.read_parquet(
-        paths.train_interactions, columns=["user_idx", "item_idx", "play_time_hours"]
+def training_job(
+    files: Paths, config: TrainConfig, split_strategy: str, tune_k: int, device: str
+) -> TrainingJob:
+    """The run to train: the split's training file, the catalog's size, and the files whose
+    hashes the checkpoint records (publishing checks the staged catalog and players' games
+    against them: the id mapping must match)."""
+    n_users = (
+        pl.scan_parquet(files.interactions).select(pl.col("user_idx").max()).collect().item() + 1
     )
-
-    def log_epoch(phase: str, epoch: int, loss: float, tuning_ndcg: float | None) -> None:
-        score = "" if tuning_ndcg is None else f", tuning NDCG@20 {tuning_ndcg:.4f}"
-        context.log.info(f"{phase} epoch {epoch}: loss {loss:.4f}{score}")
-
-    fit = fit_two_tower(
-        train,
-        n_users,
-        n_items,
-        config,
-        split.strategy,
-        device,
-        on_epoch_end=log_epoch,
-        state_dir=state_dir,
-        log=context.log.info,
+    n_items = pl.scan_parquet(files.catalog).select(pl.len()).collect().item()
+    return TrainingJob(
+        train_path=str(files.train_interactions),
+        n_users=n_users,
+        n_items=n_items,
+        checkpoint_path=str(files.checkpoint),
+        config=config,
+        split_strategy=split_strategy,
+        tune_k=tune_k,
+        input_paths=tuple(map(str, (files.catalog, files.user_games, files.train_interactions))),
+        state_dir=str(files.training_state) if config.epoch_checkpoints else None,
+        device=device,
     )
-    trained_on = {path.name: file_sha256(path) for path in training_inputs(paths)}
-    save_checkpoint(paths.checkpoint, fit.final, extra=checkpoint_extra(fit, trained_on, 1))
-    return {"fit_seconds": round(fit.seconds, 3)}
 
 
 def train_with_torchrun(
-    context: dg.AssetExecutionContext,
-    training: TrainingResource,
-    split: SplitResource,
-    compute: ComputeResource,
-    paths: PathsResource,
-    n_users: int,
-    n_items: int,
-    state_dir: Path | None,
+    context: dg.AssetExecutionContext, job: TrainingJob, files: Paths, nproc: int, threads: int
 ) -> dict[str, object]:
-    """Train as a `torchrun` job of TRAIN_NPROC processes through Dagster Pipes: rank 0's logs
-    and metadata stream into this run, and it writes the checkpoint (see `train_worker`)."""
-    threads = max(1, (compute.num_threads or os.cpu_count() or 1) // training.nproc)
-    command = [
-        *torchrun_command(training.nproc),
-        "--train",
-        str(paths.train_interactions),
-        "--n-users",
-        str(n_users),
-        "--n-items",
-        str(n_items),
-        "--config",
-        json.dumps(asdict(training.train_config())),
-        "--split-strategy",
-        split.strategy,
-        "--checkpoint",
-        str(paths.checkpoint),
-        "--inputs",
-        *map(str, training_inputs(paths)),
-        "--device",
-        compute.device,
-        "--num-threads",
-        str(threads),
-        *(["--state-dir", str(state_dir)] if state_dir is not None else []),
-    ]
-    invocation = dg.PipesSubprocessClient().run(command=command, context=context)
+    """Train as a `torchrun` job of `nproc` processes through Dagster Pipes: rank 0's logs and
+    metadata stream into this run, and it writes the checkpoint (see `train_worker`)."""
+    per_process = max(1, (threads or os.cpu_count() or 1) // nproc)
+    job_file = files.training_job
+    with atomic_path(job_file) as tmp:
+        tmp.write_text(replace(job, num_threads=per_process).to_json(), "utf-8")
+    invocation = dg.PipesSubprocessClient().run(
+        command=torchrun_command(nproc, job_file), context=context
+    )
     reported = invocation.get_materialize_result().metadata or {}
     return {key: reported[key] for key in ("fit_seconds", "backend") if key in reported}
 
@@ -197,7 +150,7 @@ def train_with_torchrun(
     description="Every weight in the checkpoint is finite (no NaN or inf from a diverged run).",
 )
 def checkpoint_weights_finite(paths: PathsResource) -> dg.AssetCheckResult:
-    model, _ = load_checkpoint(paths.checkpoint)
+    model, _ = load_checkpoint(paths.settings().checkpoint)
     bad = {
         name: int((~torch.isfinite(tensor)).sum())
         for name, tensor in model.state_dict().items()
@@ -222,15 +175,16 @@ def checkpoint_weights_finite(paths: PathsResource) -> dg.AssetCheckResult:
 def item_embeddings(
     context: dg.AssetExecutionContext, paths: PathsResource
 ) -> dg.MaterializeResult:
-    model, checkpoint = load_checkpoint(paths.checkpoint)
+    files = paths.settings()
+    model, checkpoint = load_checkpoint(files.checkpoint)
     vectors = model.item_vectors().cpu().numpy().astype(np.float32)
-    with atomic_path(paths.item_embeddings) as tmp:
+    with atomic_path(files.item_embeddings) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, vectors)
     save_user_tower(
-        paths.user_tower,
+        files.user_tower,
         model,
-        checkpoint["config"]["history_weighting"],
+        checkpoint_config(checkpoint).history_weighting,
         checkpoint_fingerprint=checkpoint_fingerprint(checkpoint),
     )
     norms = np.linalg.norm(vectors, axis=1)
@@ -242,9 +196,9 @@ def item_embeddings(
             "n_games": vectors.shape[0],
             "dim": vectors.shape[1],
             "mean_norm": float(norms.mean()),
-            "path": dg.MetadataValue.path(str(paths.item_embeddings)),
+            "path": dg.MetadataValue.path(str(files.item_embeddings)),
         },
-        data_version=content_version(paths.item_embeddings, paths.user_tower),
+        data_version=content_version(files.item_embeddings, files.user_tower),
     )
 
 
@@ -255,8 +209,9 @@ def item_embeddings(
     description="One finite vector per catalog game, in catalog order.",
 )
 def item_embeddings_match_catalog(paths: PathsResource) -> dg.AssetCheckResult:
-    vectors = np.load(paths.item_embeddings, mmap_mode="r")
-    n_games = pl.scan_parquet(paths.catalog).select(pl.len()).collect().item()
+    files = paths.settings()
+    vectors = np.load(files.item_embeddings, mmap_mode="r")
+    n_games = pl.scan_parquet(files.catalog).select(pl.len()).collect().item()
     finite = bool(np.isfinite(vectors).all())
     return dg.AssetCheckResult(
         passed=vectors.shape[0] == n_games and finite,

@@ -9,13 +9,13 @@ import os
 import faiss
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from gamerec_assets.core.settings import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:
     """Map a device setting (`auto`, `cpu`, `cuda`) to a torch device, failing clearly."""
-    if name not in DEVICE_CHOICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)}, got {name!r}")
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -19,9 +19,10 @@ from gamerec_assets.core.metrics import (
     rank_heldout,
     ranking_metrics,
 )
-from gamerec_assets.core.model import TwoTower
+from gamerec_assets.core.model import TwoTower, UserHistory
+from gamerec_assets.core.settings import TrainConfig, Tuning
 from gamerec_assets.core.splits import leave_one_out_split
-from gamerec_assets.core.trainer import TrainConfig, history_from_frame
+from gamerec_assets.core.training.loss import playtime_weights
 
 EASE_L2_GRID = (50.0, 200.0, 500.0, 1000.0)
 DEFAULT_EASE_L2 = 200.0  # used when the training data leaves nothing to tune on
@@ -94,6 +95,16 @@ class EvaluationData:
         )
 
 
+def history_from_frame(frame: pl.DataFrame, n_users: int, config: TrainConfig) -> UserHistory:
+    """Users' training histories as the model pools them (weighted if it was trained so)."""
+    weights = (
+        playtime_weights(frame["play_time_hours"].to_numpy()) if config.history_weighting else None
+    )
+    return UserHistory.from_pairs(
+        frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), n_users, weights
+    )
+
+
 def evaluate_two_tower(
     model: TwoTower, config: TrainConfig, data: EvaluationData, ks=DEFAULT_KS
 ) -> dict[str, float]:
@@ -113,16 +124,18 @@ def evaluate_popularity(data: EvaluationData, ks=DEFAULT_KS) -> dict[str, float]
     return ranking_metrics(data.ranks(lambda users: counts.expand(len(users), -1).clone()), ks)
 
 
-def tune_ease_l2(data: EvaluationData, split_strategy: str, seed: int = 0) -> float:
-    """EASE's L2 weight with the best NDCG@20 on a tuning split carved from the training data."""
+def tune_ease_l2(
+    data: EvaluationData, split_strategy: str, seed: int = 0, k: int = Tuning().k
+) -> float:
+    """EASE's L2 weight with the best NDCG@k on a tuning split carved from the training data."""
     carved = leave_one_out_split(data.train, split_strategy, seed)
     if carved.val.height == 0:
         return DEFAULT_EASE_L2
     tuning = EvaluationData(carved.train, carved.val, data.n_users, data.n_items)
     train_items = tuning.train_items
     scores = {
-        l2: ranking_metrics(tuning.ranks(fit_ease(train_items, data.n_items, l2).scores), (20,))[
-            "ndcg@20"
+        l2: ranking_metrics(tuning.ranks(fit_ease(train_items, data.n_items, l2).scores), (k,))[
+            f"ndcg@{k}"
         ]
         for l2 in EASE_L2_GRID
     }

@@ -10,48 +10,15 @@ row numbers, which are the catalog's `item_idx`.
 """
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from gamerec_assets.core.io import atomic_path
+from gamerec_assets.core.settings import IndexSettings
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
-INDEX_METRICS = ("ip", "cosine")
 MIN_POINTS_PER_IVF_LIST = 39  # below this FAISS warns that k-means is poorly trained
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    kind: str = "flat"
-    metric: str = "ip"
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 128
-    ivf_nlist: int = 0  # 0: about 4 * sqrt(n), with at least 39 points per list
-    ivf_nprobe: int = 32
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(
-                f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}"
-            )
-        if self.metric not in INDEX_METRICS:
-            raise ValueError(
-                f"index metric must be one of {', '.join(INDEX_METRICS)}, got {self.metric!r}"
-            )
-
-    def relevant_fields(self) -> dict[str, object]:
-        """The settings that matter for this kind (a new efSearch does not touch a flat index)."""
-        fields = asdict(self)
-        prefix = {"flat": None, "hnsw": "hnsw_", "ivf": "ivf_"}[self.kind]
-        return {
-            name: value
-            for name, value in fields.items()
-            if name in ("kind", "metric") or (prefix and name.startswith(prefix))
-        }
 
 
 def ivf_list_count(n_items: int, requested: int) -> int:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-USER_TOWERS = ("id", "history", "history+id")
+from gamerec_assets.core.settings import USER_TOWERS
 
 
 @dataclass(frozen=True)

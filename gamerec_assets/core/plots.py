@@ -4,15 +4,17 @@ import io
 
 import matplotlib
 
+from gamerec_assets.core.settings import Tuning
+
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def training_curve_png(
-    losses: dict[str, list[float]], tuning_ndcg: list[float] | None = None
+    losses: dict[str, list[float]], tuning_ndcg: list[float] | None = None, k: int = Tuning().k
 ) -> bytes:
     """Loss per epoch for each phase (e.g. tune, refit) and, on a second axis, the tuning
-    split's NDCG@20 per epoch, as PNG bytes."""
+    split's NDCG@k per epoch, as PNG bytes."""
     figure, loss_axis = plt.subplots(figsize=(6, 3.2), dpi=100)
     for phase, values in losses.items():
         epochs = range(1, len(values) + 1)
@@ -23,8 +25,8 @@ def training_curve_png(
     if tuning_ndcg:
         ndcg_axis = loss_axis.twinx()
         epochs = range(1, len(tuning_ndcg) + 1)
-        ndcg_axis.plot(epochs, tuning_ndcg, color="tab:green", marker="s", label="tuning NDCG@20")
-        ndcg_axis.set_ylabel("NDCG@20")
+        ndcg_axis.plot(epochs, tuning_ndcg, color="tab:green", marker="s", label=f"tuning NDCG@{k}")
+        ndcg_axis.set_ylabel(f"NDCG@{k}")
         more_handles, more_labels = ndcg_axis.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     loss_axis.legend(handles, labels, loc="best", fontsize="small")

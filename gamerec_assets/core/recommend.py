@@ -13,15 +13,14 @@ import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import faiss
 import numpy as np
 import polars as pl
 
 from gamerec_assets.core.index import search
-from gamerec_assets.core.io import atomic_path
-from gamerec_assets.core.publish import (
+from gamerec_assets.core.manifest import (
     CATALOG_FILE,
     INDEX_FILE,
     INDEX_SETTINGS_FILE,
@@ -30,6 +29,7 @@ from gamerec_assets.core.publish import (
     USER_TOWER_FILE,
     read_verified_files,
 )
+from gamerec_assets.core.user_tower import UserTower
 
 CLOSE_MATCHES = 5
 
@@ -52,70 +52,6 @@ class Recommendation:
     game_id: Any
     title: str
     score: float
-
-
-def save_user_tower(
-    path: str | Path, model: Any, history_weighting: bool, checkpoint_fingerprint: str | None = None
-) -> None:
-    """Write what encoding a user needs as arrays: the tables, the tower kind, normalisation,
-    and the fingerprint of the checkpoint they came from (checked when the set is published)."""
-    arrays: dict[str, np.ndarray] = {}
-    if model.uses_history:
-        arrays["history_embedding"] = model.history_embedding.weight.detach().cpu().numpy()
-    if model.uses_user_id:
-        arrays["user_embedding"] = model.user_embedding.weight.detach().cpu().numpy()
-    settings = {
-        "user_tower": model.user_tower,
-        "normalize": model.normalize,
-        "history_weighting": history_weighting,
-        "checkpoint_fingerprint": checkpoint_fingerprint,
-    }
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, settings=np.array(json.dumps(settings)), **arrays)
-
-
-@dataclass(frozen=True)
-class UserTower:
-    """The user tower as numpy: `vector` mirrors `TwoTower.encode_users` for one player."""
-
-    user_tower: str
-    normalize: bool
-    history_weighting: bool
-    history_embedding: np.ndarray | None
-    user_embedding: np.ndarray | None
-
-    @classmethod
-    def load(cls, path: str | Path | IO[bytes]) -> "UserTower":
-        with np.load(path, allow_pickle=False) as arrays:
-            settings = json.loads(str(arrays["settings"]))
-            settings.pop("checkpoint_fingerprint", None)
-            return cls(
-                **settings,
-                history_embedding=arrays.get("history_embedding"),
-                user_embedding=arrays.get("user_embedding"),
-            )
-
-    def vector(
-        self, item_idx: np.ndarray, hours: np.ndarray | None, user_idx: int | None
-    ) -> np.ndarray:
-        """A player's vector from the games they own (and their ID row, if known and used)."""
-        dim = (
-            self.history_embedding if self.history_embedding is not None else self.user_embedding
-        ).shape[1]
-        vector = np.zeros(dim, dtype=np.float32)
-        if self.history_embedding is not None and len(item_idx):
-            weights = np.ones(len(item_idx), dtype=np.float32)
-            if self.history_weighting and hours is not None:
-                weights = 1.0 + np.log1p(np.maximum(np.nan_to_num(hours), 0.0)).astype(np.float32)
-            rows = self.history_embedding[item_idx]
-            vector += (weights[:, None] * rows).sum(axis=0) / weights.sum()
-        if self.user_embedding is not None and user_idx is not None:
-            vector += self.user_embedding[user_idx]
-        if self.normalize:
-            norm = float(np.linalg.norm(vector))
-            vector = vector / max(norm, 1e-12)  # F.normalize's epsilon: zero stays zero
-        return vector
 
 
 class Recommender:

@@ -17,10 +17,14 @@ line of defence for sources that do not go through these readers (the synthetic 
 import csv
 import gzip
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
+
+from gamerec_assets.core.io import config_fingerprint, file_sha256
+from gamerec_assets.core.settings import Source
+from gamerec_assets.core.synthetic import SyntheticSpec, generate_synthetic_interactions
 
 STEAM200K_COLUMNS = ("user_id", "title", "behaviour", "value", "unused")
 STEAM200K_BEHAVIOURS = ("purchase", "play")
@@ -424,3 +428,41 @@ def _raise_if_csv_ragged(path: Path) -> None:
             f"line {line}: expected {len(header)} comma-separated fields (as in the header: "
             f"{', '.join(header)}), found {found}",
         )
+
+
+# --- the configured source -------------------------------------------------------------------
+
+
+def synthetic_spec(source: Source) -> SyntheticSpec:
+    return SyntheticSpec(
+        n_users=source.synthetic_users,
+        n_games=source.synthetic_games,
+        n_interactions=source.synthetic_interactions,
+        seed=source.synthetic_seed,
+    )
+
+
+def source_fingerprint(source: Source) -> str:
+    """Hash of the input itself: the file's bytes, or the synthetic spec (it is seeded)."""
+    if source.kind == "synthetic":
+        return config_fingerprint(asdict(synthetic_spec(source)))
+    path = Path(source.path)
+    _require_file(path)
+    return file_sha256(path)
+
+
+def load_source(source: Source) -> RawInteractions:
+    """The configured input as canonical interactions."""
+    if source.kind == "synthetic":
+        spec = synthetic_spec(source)
+        frame = generate_synthetic_interactions(spec)
+        description = (
+            f"synthetic:users={spec.n_users},games={spec.n_games},"
+            f"interactions={spec.n_interactions},seed={spec.seed}"
+        )
+        return RawInteractions(
+            frame=frame, description=description, stats={"raw_rows": frame.height}
+        )
+    if source.kind == "steam200k":
+        return read_steam200k(source.path)
+    return read_interactions_file(source.path)

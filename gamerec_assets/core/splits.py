@@ -12,12 +12,15 @@ into an error for the pipeline (the trainer's tuning split tolerates it and skip
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-SPLIT_STRATEGIES = ("max_playtime", "latest", "random")
+from gamerec_assets.core.settings import SPLIT_STRATEGIES
 
+SPLIT_COLUMNS = ("user_idx", "item_idx", "play_time_hours", "timestamp")
+"""What training, evaluation and a second split need of a split file (`timestamp` if any)."""
 
 MIN_GAMES_TO_EVALUATE = 2  # one held out, at least one left to train on
 
@@ -38,6 +41,13 @@ def require_heldout_users(split: Split) -> None:
         f"holds out a game only from users with >= {MIN_GAMES_TO_EVALUATE} games (one held "
         "out, the rest to train on); the input needs users with two or more games"
     )
+
+
+def read_split_frame(path: str | Path) -> pl.DataFrame:
+    """A split file's columns that training and evaluation use, including `timestamp` when
+    the file has one, so a tuning split carved from it can use any strategy."""
+    present = pl.read_parquet_schema(path)
+    return pl.read_parquet(path, columns=[name for name in SPLIT_COLUMNS if name in present])
 
 
 def leave_one_out_split(interactions: pl.DataFrame, strategy: str, seed: int = 0) -> Split:

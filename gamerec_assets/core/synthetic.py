@@ -19,6 +19,7 @@ probabilities): O(interactions) time and memory, no user x game matrix.
 Ids are deliberately not contiguous so downstream code must remap them.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,6 +103,35 @@ def _user_degrees(rng: np.random.Generator, n_users: int, mean: float, cap: int)
     return np.clip(np.floor(np.exp((lo + hi) / 2 + z)), 1, cap).astype(np.int64)
 
 
+def _distinct_picks(
+    sample_games: Callable[[np.ndarray], np.ndarray], degree: np.ndarray, n_games: int
+) -> np.ndarray:
+    """Sorted keys user * n_games + game: each user's first `degree` distinct picks.
+
+    Oversample picks, drop duplicates and already-owned games, keep each user's first `need`
+    new games in draw order; a few top-up rounds fill deficits.
+    """
+    n_users = len(degree)
+    keys = np.empty(0, dtype=np.int64)
+    need = degree.copy()
+    for r in range(TOPUP_ROUNDS):
+        n_draw = np.ceil(need * OVERSAMPLE * 2**r).astype(np.int64) + (need > 0) * 2
+        user = np.repeat(np.arange(n_users), n_draw)
+        key = user * n_games + sample_games(user)
+        if len(keys):
+            key = key[keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] != key]
+        key = key[np.sort(np.unique(key, return_index=True)[1])]  # first draws, user-major
+        user = key // n_games
+        starts_u = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
+        rank = np.arange(len(key)) - np.repeat(starts_u, np.diff(np.r_[starts_u, len(key)]))
+        key = key[rank < need[user]]
+        need -= np.bincount(key // n_games, minlength=n_users)
+        keys = np.sort(np.concatenate([keys, key]), kind="stable")
+        if need.sum() <= 0.002 * len(keys):
+            break
+    return keys
+
+
 def generate_synthetic_interactions(spec: SyntheticSpec) -> pl.DataFrame:
     """One row per distinct (user, game) pair, sorted by (user_id, game_id)."""
     _validate(spec)
@@ -141,25 +171,7 @@ def generate_synthetic_interactions(spec: SyntheticSpec) -> pl.DataFrame:
         pos[noise] = np.searchsorted(cum, r_game[noise], side="right")
         return order[np.minimum(pos, n_g - 1)]
 
-    # Oversample picks, drop duplicates and already-owned games, keep each user's
-    # first `need` new games in draw order; a few top-up rounds fill deficits.
-    keys = np.empty(0, dtype=np.int64)  # sorted user * n_g + game
-    need = degree.copy()
-    for r in range(TOPUP_ROUNDS):
-        n_draw = np.ceil(need * OVERSAMPLE * 2**r).astype(np.int64) + (need > 0) * 2
-        user = np.repeat(np.arange(n_u), n_draw)
-        key = user * n_g + sample_games(user)
-        if len(keys):
-            key = key[keys[np.minimum(np.searchsorted(keys, key), len(keys) - 1)] != key]
-        key = key[np.sort(np.unique(key, return_index=True)[1])]  # first draws, user-major
-        user = key // n_g
-        starts_u = np.flatnonzero(np.r_[True, user[1:] != user[:-1]])
-        rank = np.arange(len(key)) - np.repeat(starts_u, np.diff(np.r_[starts_u, len(key)]))
-        key = key[rank < need[user]]
-        need -= np.bincount(key // n_g, minlength=n_u)
-        keys = np.sort(np.concatenate([keys, key]), kind="stable")
-        if need.sum() <= 0.002 * len(keys):
-            break
+    keys = _distinct_picks(sample_games, degree, n_g)
     user, game = keys // n_g, keys % n_g
 
     # Play hours: log-normal, rising with affinity; low affinity => often unplayed.

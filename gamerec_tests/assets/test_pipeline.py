@@ -12,32 +12,17 @@ import torch
 from gamerec_assets import Recommender
 from gamerec_assets.assets import evaluation as evaluation_assets
 from gamerec_assets.core.index import read_index, search
-from gamerec_assets.core.publish import MANIFEST_FILE, SERVING_FILES
-from gamerec_assets.core.trainer import checkpoint_fingerprint, load_checkpoint
-from gamerec_assets.definitions import STAGE_MODULES
+from gamerec_assets.core.manifest import MANIFEST_FILE, SERVING_FILES
+from gamerec_assets.core.training.checkpoint import checkpoint_fingerprint, load_checkpoint
 from gamerec_tests.conftest import (
     ALL_ASSETS,
     STEAM_200K,
     clustered_interactions,
+    materialize,
     requires_steam_200k,
     small_resources,
     with_settings,
 )
-
-GRAPH = [
-    *dg.load_assets_from_modules(STAGE_MODULES),
-    *dg.load_asset_checks_from_modules(STAGE_MODULES),
-]
-
-
-def materialize(resources, instance, selection=None, raise_on_error=True):
-    return dg.materialize(
-        GRAPH,
-        resources=resources,
-        instance=instance,
-        selection=selection,
-        raise_on_error=raise_on_error,
-    )
 
 
 def materialized_keys(result) -> set[str]:
@@ -73,7 +58,7 @@ def test_full_graph_materializes_every_asset_and_passes_every_check(built):
 
 def test_artifacts_are_real_and_consistent(built):
     resources, _ = built
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     interactions = pl.read_parquet(paths.interactions)
     catalog = pl.read_parquet(paths.catalog)
     train, val = pl.read_parquet(paths.train_interactions), pl.read_parquet(paths.val_interactions)
@@ -117,6 +102,7 @@ def test_metadata_describes_each_asset(built):
     assert len(checkpoint["epoch_losses"].value) == checkpoint["epochs_trained"].value
     assert "popularity_recall@20" in metadata["eval_metrics"]
     assert metadata["faiss_index"]["ntotal"].value == metadata["interactions"]["n_games"].value
+    assert set(metadata["serving_set"]["files"].value) == set(SERVING_FILES)
     # the training curve is an embedded PNG the UI renders
     curve = metadata["two_tower_checkpoint"]["training_curve"].value
     prefix = "![training curve](data:image/png;base64,"
@@ -124,9 +110,9 @@ def test_metadata_describes_each_asset(built):
     assert base64.b64decode(curve[len(prefix) : -1]).startswith(b"\x89PNG")
     # sample recommendations name real catalog titles, none of them a game the user owns
     resources, _ = built
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     catalog = pl.read_parquet(paths.catalog)
-    samples = metadata["faiss_index"]["sample_recommendations"].value.splitlines()
+    samples = metadata["serving_set"]["sample_recommendations"].value.splitlines()
     assert samples[0] == "| user_id | games | most played | top 5 recommended |"
     assert len(samples) == 2 + 3
     user_games = pl.read_parquet(paths.user_games)
@@ -141,7 +127,7 @@ def test_metadata_describes_each_asset(built):
 
 def test_index_alone_rebuilds_from_stored_embeddings(built, instance):
     resources, _ = built
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     checkpoint_bytes = paths.checkpoint.read_bytes()
     paths.faiss_index.unlink()
     result = materialize(resources, instance, selection="faiss_index")
@@ -208,7 +194,7 @@ def test_trained_model_clearly_beats_popularity_on_synthetic_data(tmp_path, inst
         resources["training"], epochs=5, embed_dim=32, batch_size=512
     )
     result = materialize(resources, instance)
-    metrics = json.loads(resources["paths"].metrics.read_text())
+    metrics = json.loads(resources["paths"].settings().metrics.read_text())
     popularity = metrics["baselines"]["popularity"]
     assert metrics["recall@20"] > 1.2 * popularity["recall@20"]
     assert metrics["ndcg@20"] > 1.2 * popularity["ndcg@20"]
@@ -224,7 +210,7 @@ def test_steam_200k_graph_gives_sane_numbers(tmp_path, instance):
     resources["evaluation"] = with_settings(resources["evaluation"], ease_l2=200.0)
     result = materialize(resources, instance)
     assert result.success
-    metrics = json.loads(resources["paths"].metrics.read_text())
+    metrics = json.loads(resources["paths"].settings().metrics.read_text())
     assert metrics["n_eval_users"] == 6_693
     assert metrics["n_games"] == 5_155
     popularity = metrics["baselines"]["popularity"]
@@ -243,7 +229,7 @@ def test_ease_is_skipped_with_a_message_above_its_size_limit(tmp_path, instance,
     resources = small_resources(tmp_path)
     result = materialize(resources, instance)
     assert result.success
-    metrics = json.loads(resources["paths"].metrics.read_text())
+    metrics = json.loads(resources["paths"].settings().metrics.read_text())
     assert set(metrics["baselines"]) == {"popularity"}
 
 
@@ -253,7 +239,7 @@ def test_two_runs_on_cpu_give_identical_metrics_and_byte_identical_artifacts(bui
     again = small_resources(tmp_path / "again")
     with dg.instance_for_test() as other_instance:
         materialize(again, other_instance)
-    first, second = resources["paths"], again["paths"]
+    first, second = resources["paths"].settings(), again["paths"].settings()
     for name in ("item_embeddings", "user_tower", "faiss_index", "catalog", "user_games"):
         assert getattr(first, name).read_bytes() == getattr(second, name).read_bytes(), name
     assert json.loads(first.metrics.read_text()) == json.loads(second.metrics.read_text())
@@ -262,16 +248,16 @@ def test_two_runs_on_cpu_give_identical_metrics_and_byte_identical_artifacts(bui
 
 
 def _published(paths) -> dict:
-    folder = paths.published("")
+    folder = paths.published
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def test_a_model_worse_than_popularity_leaves_the_published_set_as_it_was(built, instance):
     """The gate fails after the new checkpoint, embeddings and metrics are staged: none of
-    them reaches ARTIFACTS_DIR, serving goes on from the previous set, and rebuilding only the
-    index does not sneak the failed model in either."""
+    them reaches ARTIFACTS_DIR, serving goes on from the previous set, and publishing on its
+    own does not sneak the failed model in either."""
     resources, _ = built
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     before = _published(paths)
     assert set(before) == {*SERVING_FILES, MANIFEST_FILE}
     worse = {
@@ -281,16 +267,18 @@ def test_a_model_worse_than_popularity_leaves_the_published_set_as_it_was(built,
     result = materialize(worse, instance, raise_on_error=False)
     assert not result.success
     assert check_outcomes(result)["model_beats_popularity"] is False
-    assert "faiss_index" not in materialized_keys(result)
+    assert "serving_set" not in materialized_keys(result)  # Dagster skipped it
     assert paths.checkpoint.read_bytes() != before["two_tower.pt"]  # the new model is staged
     assert _published(paths) == before
     assert Recommender.load(paths.artifacts_dir).index.ntotal == 120
 
-    index_only = materialize(worse, instance, selection=["faiss_index"], raise_on_error=False)
-    assert not index_only.success
-    failure = next(e for e in index_only.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "not publishing" in str(failure.event_specific_data.error)
-    assert "model_beats_popularity" in str(failure.event_specific_data.error)
+    alone = materialize(worse, instance, selection=["serving_set"], raise_on_error=False)
+    assert not alone.success
+    failure = next(e for e in alone.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "not publishing: model_beats_popularity on eval_metrics failed (model recall@20" in (
+        message
+    )
     assert _published(paths) == before
 
 
@@ -311,19 +299,19 @@ def test_training_as_a_two_process_torchrun_job_streams_into_the_run(tmp_path, i
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any("rank 0 of 2 processes (gloo)" in message for message in messages)
     assert any(message.startswith("refit epoch 1: loss") for message in messages)
-    model, checkpoint = load_checkpoint(resources["paths"].published("two_tower.pt"))
+    model, checkpoint = load_checkpoint(resources["paths"].settings().published / "two_tower.pt")
     assert checkpoint["extra"]["world_size"] == 2 and model.n_items == 120
     assert Recommender.load(resources["paths"].artifacts_dir).index.ntotal == 120
 
 
-def test_index_alone_on_an_inconsistent_staging_does_not_publish(built, instance):
+def test_publishing_alone_an_inconsistent_staging_is_refused(built, instance):
     """Staged embeddings that are not the staged checkpoint's (a half-finished run, a file
-    copied in): rebuilding only the index refuses to publish and serving keeps the old set."""
+    copied in): publishing refuses and serving keeps the old set."""
     resources, _ = built
-    paths = resources["paths"]
+    paths = resources["paths"].settings()
     before = _published(paths)
     np.save(paths.item_embeddings, np.load(paths.item_embeddings) * 2.0)
-    result = materialize(resources, instance, selection=["faiss_index"], raise_on_error=False)
+    result = materialize(resources, instance, selection=["serving_set"], raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data.error)

@@ -7,8 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from gamerec_tests.assets.test_pipeline import GRAPH
-from gamerec_tests.conftest import small_resources
+from gamerec_tests.conftest import GRAPH, small_resources
 
 
 @dataclass(frozen=True)

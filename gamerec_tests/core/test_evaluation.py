@@ -16,12 +16,13 @@ from gamerec_assets.core.evaluation import (
     evaluate_ease,
     evaluate_popularity,
     evaluate_two_tower,
+    history_from_frame,
     tune_ease_l2,
 )
 from gamerec_assets.core.metrics import TrainItems, rank_heldout, ranking_metrics
 from gamerec_assets.core.model import TwoTower
+from gamerec_assets.core.settings import TrainConfig
 from gamerec_assets.core.splits import leave_one_out_split
-from gamerec_assets.core.trainer import TrainConfig, history_from_frame
 
 SCHEMA = {"user_idx": pl.Int64, "item_idx": pl.Int64, "play_time_hours": pl.Float64}
 

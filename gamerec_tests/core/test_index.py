@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from gamerec_assets.core.index import IndexSettings, build_index, read_index, search, write_index
+from gamerec_assets.core.index import build_index, read_index, search, write_index
+from gamerec_assets.core.settings import IndexSettings
 
 
 def _vectors(seed, n, dim=8):

@@ -10,14 +10,13 @@ import pytest
 
 from gamerec_assets import Recommender, cli
 from gamerec_assets.core.io import file_sha256, write_json_atomic
-from gamerec_assets.core.publish import (
+from gamerec_assets.core.manifest import (
     MANIFEST_FILE,
     SERVING_FILES,
     ArtifactSetError,
-    publish_artifacts,
     read_verified_manifest,
-    staged_set_lineage,
 )
+from gamerec_assets.core.publish import publish_artifacts, staged_set_lineage
 
 
 @pytest.fixture
@@ -113,10 +112,10 @@ def test_staged_set_is_consistent_after_a_run(artifacts):
         ),
         (
             lambda staging: faiss.write_index(faiss.IndexFlatIP(16), str(staging / "index.faiss")),
-            "index.faiss holds 0 vectors of dimension 16, expected one per game",
+            "index.faiss is not the index index.json describes",
         ),
     ],
-    ids=["embeddings", "metrics", "index-lineage", "catalog", "user-games", "index-size"],
+    ids=["embeddings", "metrics", "index-lineage", "catalog", "user-games", "index-replaced"],
 )
 def test_inconsistent_staged_set_is_refused_naming_the_file_and_the_fix(artifacts, damage, message):
     staging = artifacts / "staging"

@@ -12,10 +12,10 @@ from gamerec_assets.core.model import TwoTower, UserHistory
 from gamerec_assets.core.recommend import (
     UnknownGameError,
     UnknownUserError,
-    UserTower,
-    save_user_tower,
 )
-from gamerec_assets.core.trainer import load_checkpoint, playtime_weights
+from gamerec_assets.core.training.checkpoint import load_checkpoint
+from gamerec_assets.core.training.loss import playtime_weights
+from gamerec_assets.core.user_tower import UserTower, save_user_tower
 
 # --- the user tower as numpy ---------------------------------------------------------------------
 

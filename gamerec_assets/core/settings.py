@@ -1,0 +1,598 @@
+"""Every setting of the project, declared once: name, type, default, bounds, variable, doc.
+
+Each group of settings is a frozen dataclass whose fields are made with `setting(...)`; the
+group is also the name of the Dagster resource that carries it. Everything else derives from
+these declarations:
+- the Dagster resources and their launchpad descriptions (`gamerec_assets.resources`);
+- reading the environment (`settings_from_env`), where one variable may set several fields
+  (SEED);
+- validation with one-line errors naming the variable, the value and what is allowed
+  (`SettingError`), whether a value comes from the environment, run config or code;
+- which settings change a result, for Dagster's code versions (`version_fields`);
+- the README's configuration table (`settings_table`, compared with the README by a test).
+
+The defaults are the project's tuned ones: `TrainConfig()` is the model the graph trains.
+"""
+
+import math
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gamerec_assets.core.manifest import (
+    CATALOG_FILE,
+    CHECKPOINT_FILE,
+    INDEX_FILE,
+    INDEX_SETTINGS_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    METRICS_FILE,
+    USER_GAMES_FILE,
+    USER_TOWER_FILE,
+)
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+class SettingError(ValueError):
+    """A setting with a value that is not allowed; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """What a field declares beyond its type and default."""
+
+    env: str
+    doc: str
+    gt: float | None = None
+    ge: float | None = None
+    choices: tuple[str, ...] | None = None
+    versioned: bool = True
+    """False for settings that change how a step runs but not what it computes."""
+    default_shown: str | None = None
+    """How the README shows the default, when the value alone does not say it."""
+
+
+def setting(
+    default: Any,
+    env: str,
+    doc: str,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    versioned: bool = True,
+    default_shown: str | None = None,
+) -> Any:
+    """A dataclass field declaring one setting."""
+    spec = SettingSpec(env, doc, gt, ge, choices, versioned, default_shown)
+    return field(default=default, metadata={"setting": spec})
+
+
+def spec_of(item: Field) -> SettingSpec:
+    return item.metadata["setting"]
+
+
+@dataclass(frozen=True)
+class SettingsGroup:
+    """A group of settings: validated on construction, readable from the environment."""
+
+    group: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            _validate(self.group, item, hints[item.name], getattr(self, item.name))
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        hints = typing.get_type_hints(cls)
+        return {item.name: hints[item.name] for item in fields(cls)}
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """How a field is named to users: its variable and its place in run config."""
+        return f"{spec_of(_field(cls, name)).env} ({cls.group}.{name})"
+
+    def version_fields(self) -> dict[str, Any]:
+        """The settings that change what the group's steps compute, keyed `group.field`."""
+        return {
+            f"{self.group}.{item.name}": getattr(self, item.name)
+            for item in fields(self)
+            if spec_of(item).versioned
+        }
+
+    def model_dict(self) -> dict[str, Any]:
+        """The versioned fields by name (what a checkpoint records of its training run)."""
+        return {
+            item.name: getattr(self, item.name) for item in fields(self) if spec_of(item).versioned
+        }
+
+
+def _field(cls: type, name: str) -> Field:
+    return next(item for item in fields(cls) if item.name == name)
+
+
+def _describe_allowed(spec: SettingSpec, kind: Any) -> str:
+    if spec.choices:
+        return "one of " + ", ".join(spec.choices)
+    if kind is bool:
+        return "true or false"
+    noun = "an integer" if kind is int else "a finite number"
+    if spec.gt is not None:
+        return f"{noun} > {spec.gt:g}"
+    if spec.ge is not None:
+        return f"{noun} >= {spec.ge:g}"
+    return noun
+
+
+def _validate(group: str, item: Field, kind: Any, value: Any) -> None:
+    spec = spec_of(item)
+    optional = typing.get_origin(kind) in (typing.Union, type(int | None)) and type(None) in (
+        typing.get_args(kind)
+    )
+    base = next((k for k in typing.get_args(kind) if k is not type(None)), kind)
+    if value is None and optional:
+        return
+    label = f"{spec.env}={value!r} ({group}.{item.name})"
+    allowed = _describe_allowed(spec, base)
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, str)
+    if ok and spec.choices is not None:
+        ok = value in spec.choices
+    if ok and spec.gt is not None:
+        ok = value > spec.gt
+    if ok and spec.ge is not None:
+        ok = value >= spec.ge
+    if not ok:
+        raise SettingError(f"{label}: expected {allowed}")
+
+
+def parse_setting(cls: type[SettingsGroup], name: str, text: str) -> Any:
+    """A setting's value from its environment text, or a one-line `SettingError`."""
+    item = _field(cls, name)
+    spec, kind = spec_of(item), cls.field_types()[name]
+    base = next((k for k in typing.get_args(kind) if k is not type(None)), kind)
+    allowed = _describe_allowed(spec, base)
+    stripped = text.strip()
+    try:
+        if base is bool:
+            if stripped.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError
+            return stripped.lower() in TRUE_WORDS
+        if base is int:
+            return int(stripped)
+        if base is float:
+            return float(stripped)
+    except ValueError:
+        raise SettingError(
+            f"{spec.env}={text!r} ({cls.group}.{name}): expected {allowed}"
+        ) from None
+    return text
+
+
+def settings_from_env(
+    cls: type[SettingsGroup], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The fields of `cls` that the environment sets (empty variables count as unset)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for item in fields(cls):
+        text = environ.get(spec_of(item).env, "")
+        if text != "":
+            values[item.name] = parse_setting(cls, item.name, text)
+    return values
+
+
+# --- the groups ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paths(SettingsGroup):
+    """Where processed tables and artifacts go. Steps write into ARTIFACTS_DIR/staging; the
+    publishing step copies a checked, whole set into ARTIFACTS_DIR."""
+
+    group: ClassVar[str] = "paths"
+    data_dir: str = setting("data", "DATA_DIR", "processed tables (Parquet)")
+    artifacts_dir: str = setting(
+        "artifacts",
+        "ARTIFACTS_DIR",
+        "the published serving set (`manifest.json` and the files it lists); `staging/` below",
+    )
+
+    def version_fields(self) -> dict[str, Any]:
+        return {
+            "paths.data_dir": str(Path(self.data_dir).resolve()),
+            "paths.artifacts_dir": str(Path(self.artifacts_dir).resolve()),
+        }
+
+    @property
+    def interactions(self) -> Path:
+        return Path(self.data_dir) / "interactions.parquet"
+
+    @property
+    def train_interactions(self) -> Path:
+        return Path(self.data_dir) / "train_interactions.parquet"
+
+    @property
+    def val_interactions(self) -> Path:
+        return Path(self.data_dir) / "val_interactions.parquet"
+
+    @property
+    def published(self) -> Path:
+        """The serving set that readers use."""
+        return Path(self.artifacts_dir)
+
+    @property
+    def staging(self) -> Path:
+        """Each step's latest output, published only as a checked, whole set."""
+        return Path(self.artifacts_dir) / "staging"
+
+    @property
+    def training_state(self) -> Path:
+        """Per-epoch training state of an unfinished run; removed once the checkpoint is in."""
+        return self.staging / "training_state"
+
+    @property
+    def training_job(self) -> Path:
+        """The job description a torchrun job reads (TRAIN_NPROC > 1)."""
+        return self.staging / "training_job.json"
+
+    catalog = property(lambda self: self.staging / CATALOG_FILE)
+    user_games = property(lambda self: self.staging / USER_GAMES_FILE)
+    checkpoint = property(lambda self: self.staging / CHECKPOINT_FILE)
+    item_embeddings = property(lambda self: self.staging / ITEM_EMBEDDINGS_FILE)
+    user_tower = property(lambda self: self.staging / USER_TOWER_FILE)
+    metrics = property(lambda self: self.staging / METRICS_FILE)
+    faiss_index = property(lambda self: self.staging / INDEX_FILE)
+    faiss_index_settings = property(lambda self: self.staging / INDEX_SETTINGS_FILE)
+
+
+SOURCE_KINDS = ("synthetic", "steam200k", "interactions")
+SYNTHETIC_FIELDS = (
+    "synthetic_users",
+    "synthetic_games",
+    "synthetic_interactions",
+    "synthetic_seed",
+)
+
+
+@dataclass(frozen=True)
+class Source(SettingsGroup):
+    """The raw interactions: embedded synthetic data, a Steam-200k CSV, or a generic table."""
+
+    group: ClassVar[str] = "source"
+    kind: str = setting(
+        "synthetic",
+        "GAMEREC_SOURCE",
+        "`synthetic` (embedded generator), `steam200k` (the public CSV) or `interactions` "
+        "(your Parquet/CSV)",
+        choices=SOURCE_KINDS,
+    )
+    path: str | None = setting(
+        None, "GAMEREC_SOURCE_PATH", "the input file for `steam200k` and `interactions`"
+    )
+    synthetic_users: int = setting(10_000, "GAMEREC_SYNTHETIC_USERS", "synthetic players", gt=0)
+    synthetic_games: int = setting(2_000, "GAMEREC_SYNTHETIC_GAMES", "synthetic games", gt=0)
+    synthetic_interactions: int = setting(
+        150_000, "GAMEREC_SYNTHETIC_INTERACTIONS", "synthetic interactions (about)", gt=0
+    )
+    synthetic_seed: int = setting(0, "SEED", "every random choice", ge=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind != "synthetic" and not self.path:
+            raise SettingError(
+                f"GAMEREC_SOURCE={self.kind!r} needs a file: set GAMEREC_SOURCE_PATH "
+                "(source.path) to it"
+            )
+
+    def version_fields(self) -> dict[str, Any]:
+        """What changes the data read (the file's bytes are hashed apart)."""
+        if self.kind == "synthetic":
+            names = SYNTHETIC_FIELDS
+            return {"source.kind": self.kind, **{f"source.{n}": getattr(self, n) for n in names}}
+        return {"source.kind": self.kind, "source.path": str(Path(self.path or "").resolve())}
+
+
+SPLIT_STRATEGIES = ("max_playtime", "latest", "random")
+
+
+@dataclass(frozen=True)
+class Split(SettingsGroup):
+    """How each user's held-out game is chosen."""
+
+    group: ClassVar[str] = "split"
+    strategy: str = setting(
+        "max_playtime",
+        "GAMEREC_SPLIT",
+        "each user's held-out game: the most played, the `latest` (needs `timestamp`) or a "
+        "seeded `random` one",
+        choices=SPLIT_STRATEGIES,
+    )
+    seed: int = setting(0, "SEED", "every random choice", ge=0)
+
+    def version_fields(self) -> dict[str, Any]:
+        fields_ = {"split.strategy": self.strategy}
+        return {**fields_, "split.seed": self.seed} if self.strategy == "random" else fields_
+
+
+USER_TOWERS = ("id", "history", "history+id")
+
+
+@dataclass(frozen=True)
+class TrainConfig(SettingsGroup):
+    """Two-tower hyperparameters. The defaults were chosen on a tuning split of Steam-200k's
+    training data (benchmarks/tune_defaults.py); `SEED_MODEL` is the seed's plain model."""
+
+    group: ClassVar[str] = "training"
+    epochs: int = setting(20, "TRAIN_EPOCHS", "most epochs (the tuning split picks fewer)", gt=0)
+    batch_size: int = setting(1024, "BATCH_SIZE", "pairs per batch, and in-batch negatives", gt=0)
+    embed_dim: int = setting(256, "EMBED_DIM", "embedding size", gt=0)
+    lr: float = setting(3e-3, "LR", "Adam learning rate", gt=0)
+    seed: int = setting(0, "SEED", "every random choice", ge=0)
+    user_tower: str = setting(
+        "history",
+        "GAMEREC_USER_TOWER",
+        "`history` (mean of the player's games; folds in new players), `id` (the seed's), "
+        "`history+id`",
+        choices=USER_TOWERS,
+    )
+    normalize: bool = setting(True, "GAMEREC_NORMALIZE", "cosine scores")
+    temperature: float = setting(0.15, "GAMEREC_TEMPERATURE", "scores are divided by it", gt=0)
+    logq_correction: bool = setting(
+        True, "GAMEREC_LOGQ_CORRECTION", "subtract log(sampling probability) of in-batch games"
+    )
+    mask_accidental_hits: bool = setting(
+        True, "GAMEREC_MASK_ACCIDENTAL_HITS", "a game twice in a batch is not its own negative"
+    )
+    weight_decay: float = setting(
+        0.0, "GAMEREC_WEIGHT_DECAY", "AdamW weight decay (needs sparse gradients off)", ge=0
+    )
+    playtime_weighting: bool = setting(
+        True, "GAMEREC_PLAYTIME_WEIGHTING", "positives weigh 1 + log(1 + hours)"
+    )
+    history_weighting: bool = setting(
+        False, "GAMEREC_HISTORY_WEIGHTING", "the history mean weighs games the same way"
+    )
+    select_epochs: bool = setting(
+        True, "GAMEREC_SELECT_EPOCHS", "choose the epoch count on a tuning split carved from train"
+    )
+    patience: int = setting(
+        3, "GAMEREC_PATIENCE", "epochs without improvement before stopping", gt=0
+    )
+    refit: bool = setting(
+        True, "GAMEREC_REFIT", "after selection, retrain on all of train for the best epochs"
+    )
+    sparse_gradients: bool = setting(
+        True,
+        "GAMEREC_SPARSE_GRADIENTS",
+        "SparseAdam on the rows a batch touches; false = fused AdamW over whole tables",
+    )
+    epoch_checkpoints: bool = setting(
+        True,
+        "GAMEREC_EPOCH_CHECKPOINTS",
+        "save the training state after every epoch so a killed run resumes",
+        versioned=False,
+    )
+    nproc: int = setting(
+        1,
+        "TRAIN_NPROC",
+        "1 trains in the run's process; N > 1 a torchrun job of N data-parallel processes",
+        gt=0,
+        versioned=False,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sparse_gradients and self.weight_decay > 0:
+            raise SettingError(
+                f"GAMEREC_WEIGHT_DECAY={self.weight_decay!r} (training.weight_decay): SparseAdam "
+                "has no weight decay; set it to 0 or GAMEREC_SPARSE_GRADIENTS=false"
+            )
+
+
+SEED_MODEL = TrainConfig(
+    epochs=5,
+    embed_dim=64,
+    lr=1e-3,
+    user_tower="id",
+    normalize=False,
+    temperature=1.0,
+    logq_correction=False,
+    mask_accidental_hits=False,
+    playtime_weighting=False,
+    select_epochs=False,
+    refit=False,
+    sparse_gradients=False,
+)
+"""The seed's plain model: user-ID tower, raw dot product, plain in-batch softmax, 5 epochs."""
+
+
+@dataclass(frozen=True)
+class Tuning(SettingsGroup):
+    """How choices are made on the tuning split (carved from train, never the hold-out)."""
+
+    group: ClassVar[str] = "tuning"
+    k: int = setting(
+        20,
+        "GAMEREC_TUNE_K",
+        "cut-off of the tuning NDCG that picks epochs and baseline weights",
+        gt=0,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation(SettingsGroup):
+    """The headline cut-off and the baselines scored beside the model."""
+
+    group: ClassVar[str] = "evaluation"
+    k: int = setting(20, "VAL_K", "headline cut-off (10 and 50 are always reported too)", gt=0)
+    ease_baseline: bool = setting(
+        True, "GAMEREC_EASE_BASELINE", "also score EASE (skipped above 30,000 games)"
+    )
+    ease_l2: float = setting(
+        0.0, "GAMEREC_EASE_L2", "EASE's L2 weight", ge=0, default_shown="0 (tuned)"
+    )
+    sample_users: int = setting(
+        0,
+        "GAMEREC_EVAL_USERS",
+        "evaluate a seeded sample of this many users (model and baselines alike)",
+        ge=0,
+        default_shown="0 (all)",
+    )
+    seed: int = setting(0, "SEED", "every random choice", ge=0)
+
+    def version_fields(self) -> dict[str, Any]:
+        fields_: dict[str, Any] = {
+            "evaluation.k": self.k,
+            "evaluation.ease_baseline": self.ease_baseline,
+        }
+        if self.ease_baseline:
+            fields_["evaluation.ease_l2"] = self.ease_l2
+        if self.sample_users:
+            fields_["evaluation.sample_users"] = self.sample_users
+            fields_["evaluation.seed"] = self.seed
+        return fields_
+
+
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_METRICS = ("ip", "cosine")
+
+
+@dataclass(frozen=True)
+class IndexSettings(SettingsGroup):
+    """FAISS index settings; changing them rebuilds only `faiss_index`."""
+
+    group: ClassVar[str] = "index"
+    kind: str = setting(
+        "flat", "GAMEREC_INDEX", "`flat` (exact), `hnsw`, `ivf`", choices=INDEX_KINDS
+    )
+    metric: str = setting(
+        "ip",
+        "GAMEREC_INDEX_METRIC",
+        "`ip` (the model's score) or `cosine` (vectors L2-normalised)",
+        choices=INDEX_METRICS,
+    )
+    hnsw_m: int = setting(32, "GAMEREC_HNSW_M", "HNSW graph degree", gt=1)
+    hnsw_ef_construction: int = setting(
+        200, "GAMEREC_HNSW_EF_CONSTRUCTION", "HNSW build-time beam width", gt=0
+    )
+    hnsw_ef_search: int = setting(128, "GAMEREC_HNSW_EF_SEARCH", "HNSW query-time beam width", gt=0)
+    ivf_nlist: int = setting(
+        0,
+        "GAMEREC_IVF_NLIST",
+        "IVF lists",
+        ge=0,
+        default_shown="0 (≈ 4·√n, ≥ 39 games per list)",
+    )
+    ivf_nprobe: int = setting(32, "GAMEREC_IVF_NPROBE", "IVF lists searched per query", gt=0)
+
+    def relevant_fields(self) -> dict[str, Any]:
+        """The settings that matter for this kind (a new efSearch does not touch a flat index)."""
+        prefix = {"flat": None, "hnsw": "hnsw_", "ivf": "ivf_"}[self.kind]
+        return {
+            item.name: getattr(self, item.name)
+            for item in fields(self)
+            if item.name in ("kind", "metric") or (prefix and item.name.startswith(prefix))
+        }
+
+    def version_fields(self) -> dict[str, Any]:
+        return {f"index.{name}": value for name, value in self.relevant_fields().items()}
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Compute(SettingsGroup):
+    """Where the math runs; none of it changes a result on CPU."""
+
+    group: ClassVar[str] = "compute"
+    device: str = setting(
+        "auto",
+        "GAMEREC_DEVICE",
+        "`auto` (CUDA when available), `cpu`, `cuda`",
+        choices=DEVICES,
+        versioned=False,
+    )
+    num_threads: int = setting(
+        0,
+        "GAMEREC_NUM_THREADS",
+        "torch and FAISS threads, set together",
+        ge=0,
+        versioned=False,
+        default_shown="0 (all cores)",
+    )
+
+
+GROUPS: tuple[type[SettingsGroup], ...] = (
+    Paths,
+    Source,
+    Split,
+    TrainConfig,
+    Tuning,
+    Evaluation,
+    IndexSettings,
+    Compute,
+)
+
+
+def env_variable_names() -> dict[str, str]:
+    """'training.lr' -> 'LR': how each setting is named where users set it."""
+    return {f"{cls.group}.{item.name}": spec_of(item).env for cls in GROUPS for item in fields(cls)}
+
+
+def env_variables() -> list[str]:
+    """Every variable the project reads, in declaration order."""
+    return list(dict.fromkeys(env_variable_names().values()))
+
+
+def _shown_default(item: Field) -> str:
+    spec = spec_of(item)
+    if spec.default_shown is not None:
+        return spec.default_shown
+    value = item.default if item.default is not MISSING else None
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return (
+        f"`{value}`"
+        if isinstance(value, str)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
+
+
+def settings_table() -> str:
+    """The README's configuration table: one row per variable, from the declarations."""
+    rows: dict[str, list[str]] = {}
+    for cls in GROUPS:
+        for item in fields(cls):
+            spec = spec_of(item)
+            place = f"`{cls.group}.{item.name}`"
+            if spec.env in rows:  # SEED: one variable, several fields
+                rows[spec.env][1] += f", {place}"
+                continue
+            note = "" if spec.versioned else " (changes how, not what: no asset goes stale)"
+            rows[spec.env] = [f"`{spec.env}`", place, _shown_default(item), spec.doc + note]
+    lines = ["| variable | resource.field | default | meaning |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows.values()]
+    return "\n".join(lines)
+
+
+def group_from_values(cls: type[SettingsGroup], values: Mapping[str, Any]) -> SettingsGroup:
+    """Build a group from field values, ignoring unknown keys (e.g. an older checkpoint's)."""
+    names = {item.name for item in fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})

@@ -1,0 +1,165 @@
+"""One training run, described once: what the in-process asset and each torchrun worker run.
+
+`TrainingJob` says what to train on and where to write; it is serialised to JSON for the
+torchrun workers, so both launch paths take the same description, and `run_training` is the
+one entry point both call. `fit_two_tower` is the selection protocol: with `select_epochs`, a
+tuning split (a second hold-out of the same strategy) is carved from the training data, the
+model trains on the rest while each epoch is scored on it, and the best epoch count is refit
+on all the training data. The evaluation hold-out is never seen.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from gamerec_assets.core.io import file_sha256
+from gamerec_assets.core.settings import TrainConfig, Tuning
+from gamerec_assets.core.splits import leave_one_out_split, read_split_frame
+from gamerec_assets.core.training.checkpoint import save_checkpoint
+from gamerec_assets.core.training.loop import TrainingPairs, TrainResult, TuningSet, train_model
+from gamerec_assets.core.training.world import SINGLE_PROCESS, World, backend_for
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What one training run needs; `to_json`/`from_json` carry it to torchrun workers."""
+
+    train_path: str
+    n_users: int
+    n_items: int
+    checkpoint_path: str
+    config: TrainConfig = field(default_factory=TrainConfig)
+    split_strategy: str = "max_playtime"
+    tune_k: int = Tuning().k
+    input_paths: tuple[str, ...] = ()
+    """Files the model depends on; their hashes go into the checkpoint."""
+    state_dir: str | None = None
+    """Where each phase saves its state after every epoch, so a killed run resumes."""
+    device: str = "cpu"
+    """The device setting (`auto`, `cpu`, `cuda`); each torchrun worker takes its own GPU."""
+    num_threads: int = 0
+    """torch threads per process of a torchrun job (0: torch's default)."""
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "config": asdict(self.config)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainingJob":
+        values = json.loads(text)
+        values["config"] = TrainConfig(**values["config"])
+        values["input_paths"] = tuple(values["input_paths"])
+        return cls(**values)
+
+
+@dataclass
+class FitResult:
+    """The final model and, when epochs were selected, the run on the tuning split."""
+
+    final: TrainResult
+    tuning: TrainResult | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.final.seconds + (self.tuning.seconds if self.tuning else 0.0)
+
+
+def pairs_from_frame(frame: pl.DataFrame) -> TrainingPairs:
+    hours = frame["play_time_hours"].to_numpy() if "play_time_hours" in frame.columns else None
+    return TrainingPairs(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), hours)
+
+
+def fit_two_tower(
+    train: pl.DataFrame,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    split_strategy: str = "max_playtime",
+    world: World = SINGLE_PROCESS,
+    log: Callable[[str], None] = print,
+    state_dir: str | Path | None = None,
+    tune_k: int = Tuning().k,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train on an indexed training split, selecting epochs on a tuning split carved from it.
+
+    With `state_dir`, each phase (tune, refit or train) saves its state there after every
+    epoch (`<phase>.pt`), and a rerun on the same data and configuration resumes from it.
+    """
+
+    def phase(name: str) -> dict[str, Any]:
+        state = None if state_dir is None else Path(state_dir) / f"{name}.pt"
+        return dict(world=world, log=log, progress=progress, state_path=state, phase=name)
+
+    carved = (
+        leave_one_out_split(train, split_strategy, config.seed) if config.select_epochs else None
+    )
+    if carved is None or carved.val.height == 0:
+        final = train_model(pairs_from_frame(train), n_users, n_items, config, **phase("train"))
+        return FitResult(final=final)
+    tuning_set = TuningSet(
+        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tune_k
+    )
+    tuned = train_model(
+        pairs_from_frame(carved.train), n_users, n_items, config, tuning=tuning_set, **phase("tune")
+    )
+    if not config.refit:
+        return FitResult(final=tuned, tuning=tuned)
+    refit_config = replace(config, epochs=tuned.best_epoch, select_epochs=False)
+    final = train_model(pairs_from_frame(train), n_users, n_items, refit_config, **phase("refit"))
+    final.tuning_ndcg = list(tuned.tuning_ndcg)
+    final.best_epoch = tuned.best_epoch
+    final.config = config  # as configured; best_epoch says how many epochs the refit ran
+    return FitResult(final=final, tuning=tuned)
+
+
+def run_training(
+    job: TrainingJob, world: World = SINGLE_PROCESS, log: Callable[[str], None] = print
+) -> FitResult:
+    """Train as `job` says; rank 0 writes the checkpoint. Every process of a job calls this."""
+    log = log if world.is_main else _quiet
+    train = read_split_frame(job.train_path)
+    if world.size > 1:
+        log(
+            f"rank 0 of {world.size} processes ({backend_for(world.device)}): {train.height} "
+            f"pairs, global batch {job.config.batch_size} "
+            f"({job.config.batch_size // world.size} per process)"
+        )
+    fit = fit_two_tower(
+        train,
+        job.n_users,
+        job.n_items,
+        job.config,
+        job.split_strategy,
+        world=world,
+        log=log,
+        state_dir=job.state_dir,
+        tune_k=job.tune_k,
+    )
+    if world.is_main:
+        final = fit.final
+        save_checkpoint(
+            job.checkpoint_path,
+            final.model,
+            final.config,
+            history={
+                "epochs_run": len(final.epoch_losses),
+                "best_epoch": final.best_epoch,
+                "epoch_losses": list(final.epoch_losses),
+                "tuning_ndcg": list(final.tuning_ndcg),
+            },
+            extra={
+                "inputs": {Path(path).name: file_sha256(path) for path in job.input_paths},
+                "world_size": world.size,
+                "tuning_epoch_losses": list(fit.tuning.epoch_losses) if fit.tuning else [],
+            },
+        )
+        log(f"wrote {job.checkpoint_path} after {fit.seconds:.1f}s of training")
+    return fit
+
+
+def _quiet(message: str) -> None:
+    del message
