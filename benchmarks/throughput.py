@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gamerec_assets.core.compute import configure_threads
 from gamerec_assets.core.index import build_index, search
-from gamerec_assets.core.metrics import heldout_ranks
+from gamerec_assets.core.metrics import dot_product_scorer, evaluate_scorer
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.settings import SEED_MODEL, IndexSettings, TrainConfig
 from gamerec_assets.core.training.loop import TrainingPairs, train_model
@@ -201,7 +201,14 @@ def evaluation_rows() -> list[dict]:
         repeats = 3 if len(val_users) * data.n_items < 10**9 else 1
         project = best_of(
             repeats,
-            partial(heldout_ranks, user_vectors, item_vectors, train_items, val_users, val_items),
+            partial(
+                evaluate_scorer,
+                dot_product_scorer(user_vectors, item_vectors),
+                data.n_items,
+                train_items,
+                val_users,
+                val_items,
+            ),
         )
         sample = slice(0, SEED_LOOP_SAMPLE_USERS)
         per_user = seed_eval_seconds_per_user(

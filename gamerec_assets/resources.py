@@ -30,6 +30,7 @@ from gamerec_assets.core.settings import (
     Split,
     TrainConfig,
     Tuning,
+    check_together,
     settings_from_env,
     spec_of,
 )
@@ -127,8 +128,9 @@ def resources_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Se
     is allowed, before anything runs.
     """
     environ = os.environ if environ is None else environ
-    resources = {}
-    for key, cls in RESOURCE_CLASSES.items():
-        group = cls.settings_class(**settings_from_env(cls.settings_class, environ))
-        resources[key] = cls(**asdict(group))
-    return resources
+    groups = {
+        key: cls.settings_class(**settings_from_env(cls.settings_class, environ))
+        for key, cls in RESOURCE_CLASSES.items()
+    }
+    check_together(groups)
+    return {key: RESOURCE_CLASSES[key](**asdict(group)) for key, group in groups.items()}

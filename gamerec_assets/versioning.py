@@ -39,6 +39,7 @@ OWN_RESOURCES: dict[str, tuple[str, ...]] = {
     "interactions": ("paths",),
     "train_interactions": ("split",),
     "val_interactions": ("split",),
+    "tuned_settings": ("tuning",),
     "two_tower_checkpoint": ("training", "tuning"),
     "item_embeddings": (),
     "eval_metrics": ("evaluation", "tuning"),
@@ -48,6 +49,17 @@ OWN_RESOURCES: dict[str, tuple[str, ...]] = {
 VERSIONED_ASSETS = frozenset(OWN_RESOURCES)
 
 
+def searched_settings(resources: Mapping[str, Any]) -> dict[str, Any]:
+    """The names the search varies, not the values of the training settings it keeps fixed:
+    a new LR retrains without searching again, a newly fixed setting searches again."""
+    fixed = resources["training"].settings().explicit_fields()
+    return {"tuning.searched": resources["tuning"].settings().searched(fixed)}
+
+
+DERIVED_VERSION_FIELDS = {"tuned_settings": searched_settings}
+"""Per asset: settings its version depends on that are derived from several resources."""
+
+
 def own_version_inputs(
     key: str, assets_def: dg.AssetsDefinition, resources: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
@@ -55,6 +67,8 @@ def own_version_inputs(
     config: dict[str, Any] = {}
     for resource_key in OWN_RESOURCES[key]:
         config.update(resources[resource_key].version_fields())
+    if key in DERIVED_VERSION_FIELDS:
+        config.update(DERIVED_VERSION_FIELDS[key](resources))
     return {"code": code_versions([compute_module(assets_def)]), "config": config}
 
 

@@ -29,6 +29,7 @@ ALL_ASSETS = (
     "interactions",
     "train_interactions",
     "val_interactions",
+    "tuned_settings",
     "two_tower_checkpoint",
     "item_embeddings",
     "eval_metrics",
@@ -87,6 +88,8 @@ def project_environment(tmp_path: Path) -> dict[str, str]:
         "TRAIN_EPOCHS": "2",
         "EMBED_DIM": "16",
         "BATCH_SIZE": "256",
+        "GAMEREC_TUNE_TRIALS": "2",
+        "GAMEREC_TUNE_PARAMS": "temperature,negatives",
     }
 
 
@@ -115,7 +118,7 @@ def small_resources(tmp_path: Path, **source_overrides) -> dict:
         "source": SourceResource(**source),
         "split": SplitResource(),
         "training": TrainingResource(epochs=3, batch_size=256, embed_dim=16, lr=0.01),
-        "tuning": TuningResource(),
+        "tuning": TuningResource(trials=2, params="temperature,negatives"),
         "evaluation": EvaluationResource(k=20),
         "index": IndexResource(),
         "compute": ComputeResource(device="cpu", num_threads=2),

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gamerec_assets.core.evaluation import require_cutoff_below_catalog
-from gamerec_assets.core.metrics import TrainItems, rank_heldout
+from gamerec_assets.core.metrics import TrainItems, evaluate_scorer
 from gamerec_assets.definitions import STAGE_MODULES
 from gamerec_tests.conftest import clustered_interactions, small_resources, with_settings
 
@@ -65,14 +65,17 @@ def test_recall_at_catalog_minus_one_is_one_for_any_scorer():
     ]
     users = np.repeat(np.arange(n_users), [len(games) - 1 for games in owned])
     items = np.concatenate([games[1:] for games in owned])
-    ranks = rank_heldout(
+    metrics = evaluate_scorer(
         lambda chunk: torch.from_numpy(rng.random((len(chunk), n_items))).float(),
         n_items,
         TrainItems.from_pairs(users, items, n_users),
         np.arange(n_users),
         np.array([games[0] for games in owned]),
+        (n_items - 2, n_items - 1),
     )
+    ranks = np.rint(1 / metrics.values["mrr"] - 1)
     assert ranks.max() == n_items - 2  # reached, never passed: Recall@(n_items - 1) is 1
+    assert metrics.mean()[f"recall@{n_items - 1}"] == 1.0
 
 
 def test_cutoff_too_large_for_the_catalog_is_an_error_naming_both():

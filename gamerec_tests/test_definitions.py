@@ -28,6 +28,7 @@ EXPECTED_CHECKS = {
     ("interactions", "interactions_hours_valid", True),
     ("train_interactions", "split_no_leakage", True),
     ("train_interactions", "split_eval_users_have_train_data", True),
+    ("train_interactions", "split_respects_cutoff", True),
     ("two_tower_checkpoint", "checkpoint_weights_finite", True),
     ("item_embeddings", "item_embeddings_match_catalog", True),
     ("eval_metrics", "model_beats_popularity", True),

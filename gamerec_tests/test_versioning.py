@@ -14,7 +14,8 @@ TRAINING_AND_AFTER = {
     "faiss_index",
     "serving_set",
 }
-EVERYTHING = {"interactions", "train_interactions", "val_interactions"} | TRAINING_AND_AFTER
+SEARCH_AND_AFTER = {"tuned_settings"} | TRAINING_AND_AFTER
+EVERYTHING = {"interactions", "train_interactions", "val_interactions"} | SEARCH_AND_AFTER
 STEAM = {"GAMEREC_SOURCE": "steam200k", "GAMEREC_SOURCE_PATH": "/data/steam-200k.csv.gz"}
 
 
@@ -35,16 +36,19 @@ def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
 @pytest.mark.parametrize(
     "change, affected",
     [
-        ({"LR": "0.01"}, TRAINING_AND_AFTER),
+        # a searched setting given explicitly is fixed: the search space changes
+        ({"LR": "0.01"}, SEARCH_AND_AFTER),
         ({"TRAIN_EPOCHS": "9"}, TRAINING_AND_AFTER),
         ({"BATCH_SIZE": "512"}, TRAINING_AND_AFTER),
-        ({"EMBED_DIM": "32"}, TRAINING_AND_AFTER),
+        ({"EMBED_DIM": "32"}, SEARCH_AND_AFTER),
         ({"SEED": "7"}, TRAINING_AND_AFTER),  # max_playtime split and a file source ignore it
         # the index does not depend on the evaluation: only publishing follows it
         ({"VAL_K": "10"}, {"eval_metrics", "serving_set"}),
         ({"GAMEREC_EASE_BASELINE": "false"}, {"eval_metrics", "serving_set"}),
-        ({"GAMEREC_TUNE_K": "10"}, TRAINING_AND_AFTER),
-        ({"GAMEREC_TEMPERATURE": "0.2"}, TRAINING_AND_AFTER),
+        ({"GAMEREC_TUNE_K": "10"}, SEARCH_AND_AFTER),
+        ({"GAMEREC_TUNE_TRIALS": "3"}, SEARCH_AND_AFTER),
+        ({"GAMEREC_TUNE_PARAMS": "lr"}, SEARCH_AND_AFTER),
+        ({"GAMEREC_TEMPERATURE": "0.2"}, SEARCH_AND_AFTER),
         ({"GAMEREC_USER_TOWER": "id"}, TRAINING_AND_AFTER),
         ({"GAMEREC_INDEX": "hnsw"}, {"faiss_index", "serving_set"}),
         ({"GAMEREC_INDEX_METRIC": "cosine"}, {"faiss_index", "serving_set"}),
@@ -57,6 +61,11 @@ def changed_by(base: dict[str, str], change: dict[str, str]) -> set[str]:
 )
 def test_a_setting_marks_exactly_the_assets_it_affects(change, affected):
     assert changed_by(STEAM, change) == affected
+
+
+def test_a_new_value_of_a_fixed_setting_retrains_without_searching_again():
+    assert changed_by({**STEAM, "LR": "0.01"}, {"LR": "0.02"}) == TRAINING_AND_AFTER
+    assert changed_by({**STEAM, "EMBED_DIM": "64"}, {"EMBED_DIM": "128"}) == TRAINING_AND_AFTER
 
 
 def test_hnsw_settings_matter_once_the_index_is_hnsw():

@@ -9,14 +9,17 @@ from gamerec_assets.assets.common import content_version, markdown_table
 from gamerec_assets.core.baselines import EASE_MAX_ITEMS
 from gamerec_assets.core.evaluation import (
     EvaluationData,
+    evaluate_als,
     evaluate_ease,
     evaluate_popularity,
     evaluate_two_tower,
     require_cutoff_below_catalog,
+    tune_als,
     tune_ease_l2,
 )
 from gamerec_assets.core.io import write_json_atomic
 from gamerec_assets.core.metrics import DEFAULT_KS
+from gamerec_assets.core.settings import Tuning
 from gamerec_assets.core.splits import read_split_frame
 from gamerec_assets.core.training.checkpoint import (
     checkpoint_config,
@@ -41,8 +44,9 @@ MODEL_BEATS_POPULARITY = "model_beats_popularity"
     kinds={"pytorch"},
     description=(
         "metrics.json: Recall@K, NDCG@K (K = VAL_K, 10, 50) and MRR over the full catalog, "
-        "each user's training games masked, for the model and the baselines (popularity; "
-        "EASE with its L2 weight tuned on a tuning split, up to 30,000 games)."
+        "each user's training games masked, for the model and the baselines: popularity, EASE "
+        "(up to 30,000 games) and implicit ALS, their weights tuned on the tuning split; a "
+        "baseline that cannot run says why under baselines_skipped."
     ),
 )
 def eval_metrics(
@@ -66,19 +70,23 @@ def eval_metrics(
     data = all_users.sample_users(evaluation.sample_users, evaluation.seed)
     if data is not all_users:
         context.log.info(
-            f"evaluating a sample of {data.val.height} of {all_users.val.height} users "
+            f"evaluating a sample of {len(data.eval_users)} of {len(all_users.eval_users)} users "
             f"(GAMEREC_EVAL_USERS, seed {evaluation.seed})"
         )
     ks = tuple(sorted({*DEFAULT_KS, evaluation.k}))
     model_metrics = evaluate_two_tower(model, config, data, ks)
-    baselines, seconds = score_baselines(context, data, ks, evaluation, split, tuning.k)
+    baselines, skipped, seconds = score_baselines(
+        context, data, all_users, ks, evaluation, split, tuning.settings()
+    )
     report = {
         **model_metrics,
         "k": evaluation.k,
-        "n_eval_users": data.val.height,
-        "n_users_with_heldout": all_users.val.height,
+        "n_eval_users": len(data.eval_users),
+        "n_heldout_games": data.val.height,
+        "n_users_with_heldout": len(all_users.eval_users),
         "n_games": data.n_items,
         "baselines": baselines,
+        "baselines_skipped": skipped,
         "checkpoint_config": checkpoint["config"],
         "checkpoint_fingerprint": checkpoint_fingerprint(checkpoint),
         "best_epoch": checkpoint["best_epoch"],
@@ -95,9 +103,11 @@ def eval_metrics(
         metadata={
             **version["metadata"],
             **metrics_metadata(model_metrics, baselines),
-            "n_eval_users": data.val.height,
-            "n_users_with_heldout": all_users.val.height,
+            "n_eval_users": len(data.eval_users),
+            "n_heldout_games": data.val.height,
+            "n_users_with_heldout": len(all_users.eval_users),
             **{f"{name}_fit_seconds": round(value, 3) for name, value in seconds.items()},
+            "baselines_skipped": dg.MetadataValue.json(skipped),
             "path": dg.MetadataValue.path(str(files.metrics)),
         },
         data_version=content_version(files.metrics),
@@ -107,24 +117,39 @@ def eval_metrics(
 def score_baselines(
     context: dg.AssetExecutionContext,
     data: EvaluationData,
+    all_users: EvaluationData,
     ks: tuple[int, ...],
     evaluation: EvaluationResource,
     split: SplitResource,
-    tune_k: int,
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Each baseline's metrics on the same protocol, and the seconds each took to fit."""
+    tuning: Tuning,
+) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, float]]:
+    """Each baseline's metrics on the same protocol (its weights tuned on the tuning split),
+    why any was skipped, and the seconds each took to tune and fit."""
     baselines: dict[str, dict[str, float]] = {"popularity": evaluate_popularity(data, ks)}
+    skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    if evaluation.ease_baseline and data.n_items > EASE_MAX_ITEMS:
-        context.log.warning(
-            f"EASE skipped: {data.n_items} games is above its dense limit of {EASE_MAX_ITEMS}"
+    if not evaluation.ease_baseline:
+        skipped["ease"] = "turned off (GAMEREC_EASE_BASELINE=false)"
+    elif data.n_items > EASE_MAX_ITEMS:
+        skipped["ease"] = (
+            f"{data.n_items:,} games is above EASE's limit of {EASE_MAX_ITEMS:,}: its dense "
+            "games x games matrix and inverse would not fit in memory"
         )
-    elif evaluation.ease_baseline:
+    else:
         started = time.perf_counter()
-        l2 = evaluation.ease_l2 or tune_ease_l2(data, split.strategy, split.seed, tune_k)
+        l2 = evaluation.ease_l2 or tune_ease_l2(all_users, split.strategy, split.seed, tuning)
         baselines["ease"] = {**evaluate_ease(data, l2, ks), "l2": l2}
         seconds["ease"] = time.perf_counter() - started
-    return baselines, seconds
+    if not evaluation.als_baseline:
+        skipped["als"] = "turned off (GAMEREC_ALS_BASELINE=false)"
+    else:
+        started = time.perf_counter()
+        chosen = tune_als(all_users, split.strategy, split.seed, tuning)
+        baselines["als"] = {**evaluate_als(data, seed=split.seed, ks=ks, **chosen), **chosen}
+        seconds["als"] = time.perf_counter() - started
+    for name, reason in skipped.items():
+        context.log.warning(f"{name.upper()} baseline skipped: {reason}")
+    return baselines, skipped, seconds
 
 
 def metrics_metadata(
@@ -176,10 +201,11 @@ def popularity_gate(report: dict) -> tuple[bool, str | None, dict[str, float]]:
         f"popularity_{key}": popularity,
         "ratio_to_popularity": model / max(popularity, 1e-12),
     }
-    ease = report["baselines"].get("ease")
-    if ease:
-        metadata[f"ratio_to_ease_{key}"] = model / max(ease[key], 1e-12)
-        metadata[f"ratio_to_ease_{ndcg}"] = report[ndcg] / max(ease[ndcg], 1e-12)
+    for name in ("ease", "als"):
+        baseline = report["baselines"].get(name)
+        if baseline:
+            metadata[f"ratio_to_{name}_{key}"] = model / max(baseline[key], 1e-12)
+            metadata[f"ratio_to_{name}_{ndcg}"] = report[ndcg] / max(baseline[ndcg], 1e-12)
     passed = model > popularity
     description = (
         None if passed else f"model {key} {model:.4f} is not above popularity {popularity:.4f}"

@@ -6,7 +6,7 @@ import polars as pl
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
 from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.io import write_parquet_atomic
-from gamerec_assets.core.sources import load_source, source_fingerprint
+from gamerec_assets.core.sources import load_source, load_test_pairs, source_fingerprint
 from gamerec_assets.resources import PathsResource, SourceResource
 from gamerec_assets.versioning import effective_version
 
@@ -50,7 +50,8 @@ def raw_interactions(
         "One row per (user, game): original ids, contiguous user_idx/item_idx (sorted order of "
         "the original ids) and play_time_hours. For serving, the game catalog (item_idx, "
         "game_id, title) and every player's games (user_games.parquet) go to "
-        "ARTIFACTS_DIR/staging, published with the rest by serving_set."
+        "ARTIFACTS_DIR/staging, published with the rest by serving_set. With GAMEREC_TEST_PATH, "
+        "its held-out pairs too, given the same indices (test_interactions.parquet)."
     ),
 )
 def interactions(
@@ -58,7 +59,14 @@ def interactions(
 ) -> dg.MaterializeResult:
     raw = load_source(source.settings())
     indexed = index_interactions(raw.frame)
+    test = load_test_pairs(source.settings(), indexed)
     files = paths.settings()
+    written = [files.interactions, files.catalog, files.user_games]
+    if test is None:
+        files.test_interactions.unlink(missing_ok=True)
+    else:
+        write_parquet_atomic(test, files.test_interactions)
+        written.append(files.test_interactions)
     write_parquet_atomic(indexed.interactions, files.interactions)
     write_parquet_atomic(indexed.catalog, files.catalog)
     write_parquet_atomic(
@@ -81,8 +89,9 @@ def interactions(
             "n_games": indexed.n_items,
             "path": dg.MetadataValue.path(str(files.interactions)),
             "catalog_path": dg.MetadataValue.path(str(files.catalog)),
+            **({} if test is None else {"test_pairs": test.height}),
         },
-        data_version=content_version(files.interactions, files.catalog, files.user_games),
+        data_version=content_version(*written),
     )
 
 

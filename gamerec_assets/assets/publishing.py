@@ -10,7 +10,7 @@ with manifest.json (see `core.publish`).
 
 import dagster as dg
 
-from gamerec_assets.assets import evaluation, ingestion, serving, splits, training
+from gamerec_assets.assets import evaluation, ingestion, serving, splits, training, tuning
 from gamerec_assets.assets.common import markdown_table
 from gamerec_assets.core.io import config_fingerprint
 from gamerec_assets.core.manifest import MANIFEST_FILE, ArtifactSetError
@@ -20,7 +20,7 @@ from gamerec_assets.dagster_adapter import failed_checks
 from gamerec_assets.resources import PathsResource
 from gamerec_assets.versioning import CODE_VERSION_TAG, effective_version
 
-UPSTREAM_STAGES = (ingestion, splits, training, evaluation, serving)
+UPSTREAM_STAGES = (ingestion, splits, tuning, training, evaluation, serving)
 GATING_CHECKS = sorted(
     (
         spec.key

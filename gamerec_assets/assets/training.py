@@ -11,9 +11,10 @@ import polars as pl
 import torch
 
 from gamerec_assets.assets.common import content_version
+from gamerec_assets.assets.tuning import catalog_size, tuned_config
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.plots import training_curve_png
-from gamerec_assets.core.settings import Paths, TrainConfig
+from gamerec_assets.core.settings import Paths, TrainConfig, Tuning
 from gamerec_assets.core.training.checkpoint import (
     checkpoint_config,
     checkpoint_fingerprint,
@@ -37,14 +38,16 @@ ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 
 
 @dg.asset(
-    deps=["train_interactions", "interactions"],
+    deps=["train_interactions", "interactions", "tuned_settings"],
     group_name="training",
     kinds={"pytorch"},
     description=(
         "Two-tower model: a history user tower (pooled game embeddings of the user's training "
         "games) and a game ID tower, cosine scores over a temperature, InfoNCE over in-batch "
         "negatives with logQ correction and accidental-hit masking, positives weighted by play "
-        "time. Epochs chosen on a tuning split carved from train, then refit on all of train. "
+        "time. The settings the search chose (tuned_settings) for every one not given "
+        "explicitly; epochs chosen on a tuning split carved from train (or the search's best "
+        "trial's, when it trained this very configuration), then refit on all of train. "
         "A self-describing checkpoint: weights, model arguments, every hyperparameter, seed, "
         "losses and tuning scores per epoch. The training state is saved after every epoch, "
         "so a killed run resumes from its last completed epoch."
@@ -58,8 +61,10 @@ def two_tower_checkpoint(
     compute: ComputeResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
-    config, files, device = training.settings(), paths.settings(), compute.setup()
-    job = training_job(files, config, split.strategy, tuning.k, compute.device)
+    files, device = paths.settings(), compute.setup()
+    config, known_length = tuned_config(training.settings(), files)
+    job = training_job(files, config, split.strategy, tuning.settings(), compute.device)
+    job = replace(job, known_length=known_length)
     context.log.info(
         f"training {job.n_users} users x {job.n_items} games, device {device}, "
         f"{config.nproc} process(es), config {config}"
@@ -96,7 +101,8 @@ def two_tower_checkpoint(
             "device": str(device),
             "world_size": checkpoint["extra"]["world_size"],
             **run_metadata,
-            "config": dg.MetadataValue.json(training.model_dump()),
+            "config": dg.MetadataValue.json(config.model_dict()),
+            "length_from_search": known_length is not None,
             "path": dg.MetadataValue.path(str(files.checkpoint)),
         },
         data_version=dg.DataVersion(checkpoint_fingerprint(checkpoint)[:16]),
@@ -104,15 +110,12 @@ def two_tower_checkpoint(
 
 
 def training_job(
-    files: Paths, config: TrainConfig, split_strategy: str, tune_k: int, device: str
+    files: Paths, config: TrainConfig, split_strategy: str, tuning: Tuning, device: str
 ) -> TrainingJob:
     """The run to train: the split's training file, the catalog's size, and the files whose
     hashes the checkpoint records (publishing checks the staged catalog and players' games
     against them: the id mapping must match)."""
-    n_users = (
-        pl.scan_parquet(files.interactions).select(pl.col("user_idx").max()).collect().item() + 1
-    )
-    n_items = pl.scan_parquet(files.catalog).select(pl.len()).collect().item()
+    n_users, n_items = catalog_size(files)
     return TrainingJob(
         train_path=str(files.train_interactions),
         n_users=n_users,
@@ -120,7 +123,8 @@ def training_job(
         checkpoint_path=str(files.checkpoint),
         config=config,
         split_strategy=split_strategy,
-        tune_k=tune_k,
+        heldout_path=str(files.val_interactions),
+        tuning=tuning,
         input_paths=tuple(map(str, (files.catalog, files.user_games, files.train_interactions))),
         state_dir=str(files.training_state) if config.epoch_checkpoints else None,
         device=device,

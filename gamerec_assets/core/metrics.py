@@ -1,15 +1,19 @@
-"""Leave-one-out evaluation over the full catalog, with the user's training games masked.
+"""Evaluation over the full catalog, with the user's training games masked.
 
 For each evaluated user, every game is scored, the games the user already has in train are
-removed, and the rank of the held-out game is taken (0 = top). Ties are broken towards the
+removed, and the rank of each held-out game is taken (0 = top; a user's other held-out games
+compete with it, as they do in the list the user would see). Ties are broken towards the
 smaller `item_idx`, the same rule as the split, so a constant scorer gives a defined answer.
 Users are processed in chunks of score rows, with no Python loop per user; memory is the
-embedding tables plus one chunk of `chunk_users x n_items` scores and masks: about 2M scores
-(10 MiB, sized to stay in cache), and never more than an eighth of the memory available when
-evaluation starts (`score_chunk_users`).
+embedding tables plus one chunk of scores and masks: about 2M scores (10 MiB, sized to stay
+in cache), and never more than an eighth of the memory available when evaluation starts
+(`score_chunk_users`).
 
-With one held-out game per user: Recall@K = share of users whose game ranks < K (hit rate),
-NDCG@K = mean of 1/log2(rank + 2) over those hits, MRR = mean of 1/(rank + 1) (untruncated).
+The metrics are those of the published leaderboards, per user, then averaged over users:
+Recall@K = held-out games in the top K / held-out games; NDCG@K with binary gains, its ideal
+DCG over min(held-out games, K); MRR = 1 / (rank of the first hit + 1), untruncated. With one
+held-out game per user (leave-one-out) Recall@K is the hit rate and NDCG@K the mean of
+1/log2(rank + 2) over hits.
 """
 
 from collections.abc import Callable
@@ -78,42 +82,139 @@ def available_memory_bytes() -> int:
     return 1 << 30
 
 
-def rank_heldout(
+@dataclass(frozen=True)
+class UserMetrics:
+    """Each evaluated user's metrics: `values[name][i]` is user `users[i]`'s."""
+
+    users: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def mean(self) -> dict[str, float]:
+        """Averaged over users, as the leaderboards report them."""
+        return {name: float(values.mean()) for name, values in self.values.items()}
+
+    def with_error(self, name: str) -> tuple[float, float]:
+        """The mean of one metric and its standard error (std / sqrt(users)), so a score on a
+        sample of users says how far it may be from the score on all of them."""
+        values = self.values[name]
+        error = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else np.nan
+        return float(values.mean()), error
+
+
+def evaluate_scorer(
     scorer: Scorer,
     n_items: int,
     train_items: TrainItems,
     val_users: np.ndarray,
     val_items: np.ndarray,
+    ks: tuple[int, ...] = DEFAULT_KS,
     chunk_users: int | None = None,
-) -> np.ndarray:
-    """0-based rank of each held-out game among all games the user does not already have.
+) -> UserMetrics:
+    """Recall@K and NDCG@K for each K, and MRR, of every user with held-out games (`val_users[i]`
+    holds out `val_items[i]`): the full catalog ranked, the user's training games masked.
 
-    Two passes over each chunk of scores: games scored above the held-out one, and games
-    scored equal to it. The rare rows with a tie (or a NaN held-out score) are re-ranked with
-    the tie-break (smaller `item_idx` first) and NaN scores placed last.
+    Each user's scores are computed once, in chunks of users. Recall and NDCG need only the
+    exact top max(K) of each row (`torch.topk`, its ties resolved by the smaller item_idx);
+    MRR needs the rank of the best-scored held-out game, counted in one pass over the row.
     """
+    if len(val_users) == 0:
+        raise ValueError("no evaluated users: no game was held out")
     if chunk_users is None:
         chunk_users = score_chunk_users(n_items)
-    ranks = np.empty(len(val_users), dtype=np.int64)
-    for start in range(0, len(val_users), chunk_users):
-        users = np.asarray(val_users[start : start + chunk_users])
-        scores = scorer(users)  # ours to modify: masked in place below
-        device = scores.device
-        targets = torch.tensor(
-            np.asarray(val_items[start : start + chunk_users], dtype=np.int64), device=device
+    order = np.argsort(val_users, kind="stable")
+    pair_users = np.asarray(val_users)[order]
+    pair_items = np.asarray(val_items, dtype=np.int64)[order]
+    users, first, counts = np.unique(pair_users, return_index=True, return_counts=True)
+    ks = tuple(sorted(set(ks)))
+    values = {name: np.empty(len(users)) for name in _metric_names(ks)}
+    for start in range(0, len(users), chunk_users):
+        stop = min(start + chunk_users, len(users))
+        pairs = slice(first[start], first[stop] if stop < len(users) else len(pair_users))
+        chunk = _chunk_metrics(
+            scorer(users[start:stop]),
+            train_items,
+            users[start:stop],
+            counts[start:stop],
+            pair_items[pairs],
+            ks,
         )
-        rows, items = train_items.pairs_for(users)
-        scores[
-            torch.as_tensor(rows, device=device), torch.as_tensor(items, device=device)
-        ] = -torch.inf
-        target_scores = scores.gather(1, targets[:, None])
-        ahead = _count_per_row(scores > target_scores)  # NaN > x is False: NaN never ahead
-        equal = _count_per_row(scores == target_scores)  # the held-out game, unless NaN
-        tied = torch.nonzero(equal != 1).flatten()
-        if len(tied):
-            ahead[tied] = _ranks_with_ties(scores[tied], target_scores[tied], targets[tied])
-        ranks[start : start + len(users)] = ahead.cpu().numpy()
-    return ranks
+        for name, chunk_values in chunk.items():
+            values[name][start:stop] = chunk_values
+    return UserMetrics(users, values)
+
+
+def _metric_names(ks: tuple[int, ...]) -> list[str]:
+    return [f"{name}@{k}" for k in ks for name in ("recall", "ndcg")] + ["mrr"]
+
+
+def _chunk_metrics(
+    scores: torch.Tensor,
+    train_items: TrainItems,
+    users: np.ndarray,
+    counts: np.ndarray,
+    items: np.ndarray,
+    ks: tuple[int, ...],
+) -> dict[str, np.ndarray]:
+    """The metrics of one chunk of users; `scores` is ours to modify."""
+    device = scores.device
+    rows, owned = train_items.pairs_for(users)
+    scores[torch.as_tensor(rows, device=device), torch.as_tensor(owned, device=device)] = -torch.inf
+    torch.nan_to_num_(scores, nan=-torch.inf, posinf=torch.inf, neginf=-torch.inf)  # NaN: last
+    pair_rows = torch.as_tensor(np.repeat(np.arange(len(users)), counts), device=device)
+    targets = torch.as_tensor(items, device=device)
+    held = torch.zeros_like(scores, dtype=torch.bool)
+    held[pair_rows, targets] = True
+    top = exact_top_k(scores, min(max(ks), scores.shape[1]))
+    hits = held.gather(1, top).double()
+    counts_t = torch.as_tensor(counts, device=device, dtype=torch.float64)
+    discounts = 1.0 / torch.log2(torch.arange(top.shape[1], device=device, dtype=torch.float64) + 2)
+    ideal = torch.cumsum(discounts, 0)
+    out = {}
+    for k in ks:
+        found = hits[:, :k]
+        out[f"recall@{k}"] = found.sum(1) / counts_t
+        best_possible = ideal[torch.clamp(counts_t, max=min(k, len(ideal))).long() - 1]
+        out[f"ndcg@{k}"] = (found @ discounts[: found.shape[1]]) / best_possible
+    out["mrr"] = 1.0 / (_first_hit_rank(scores, pair_rows, targets, len(users)) + 1.0)
+    return {name: value.cpu().numpy() for name, value in out.items()}
+
+
+def exact_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Item indices of each row's top k, best first; equal scores rank the smaller index first
+    (the rule every ranking here follows), including at the k-th place."""
+    threshold = torch.topk(scores, k, dim=1).values[:, -1:]
+    above = scores > threshold
+    equal = scores == threshold
+    need = k - _count_per_row(above).to(scores.device)
+    chosen = above | equal
+    crowded = torch.nonzero(_count_per_row(chosen).to(scores.device) > k).flatten()
+    if len(crowded):  # more ties at the threshold than places left: the smallest indices
+        rank_among_equal = torch.cumsum(equal[crowded].to(torch.int32), dim=1)
+        taken = equal[crowded] & (rank_among_equal <= need[crowded, None])
+        chosen[crowded] = above[crowded] | taken
+    columns = torch.nonzero(chosen)[:, 1].view(len(scores), k)  # in index order
+    ranking = torch.sort(scores.gather(1, columns), dim=1, descending=True, stable=True)
+    return columns.gather(1, ranking.indices)
+
+
+def _first_hit_rank(
+    scores: torch.Tensor, pair_rows: torch.Tensor, targets: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    """0-based rank of each row's best-scored held-out game (ties: the smaller index)."""
+    target_scores = scores[pair_rows, targets]
+    best = torch.full((n_rows,), -torch.inf, dtype=scores.dtype, device=scores.device)
+    best = best.scatter_reduce(0, pair_rows, target_scores, reduce="amax")
+    at_best = target_scores == best[pair_rows]
+    best_item = torch.full((n_rows,), scores.shape[1], dtype=torch.long, device=scores.device)
+    best_item = best_item.scatter_reduce(0, pair_rows[at_best], targets[at_best], reduce="amin")
+    ahead = _count_per_row(scores > best[:, None]).to(scores.device)
+    level = scores == best[:, None]
+    tied = torch.nonzero(_count_per_row(level).to(scores.device) > 1).flatten()
+    if len(tied):
+        positions = torch.arange(scores.shape[1], device=scores.device)
+        earlier = level[tied] & (positions[None, :] < best_item[tied, None])
+        ahead[tied] += _count_per_row(earlier).to(scores.device)
+    return ahead.double()
 
 
 def _count_per_row(mask: torch.Tensor) -> torch.Tensor:
@@ -122,38 +223,6 @@ def _count_per_row(mask: torch.Tensor) -> torch.Tensor:
     if mask.device.type == "cpu":
         return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1))
     return mask.sum(dim=1)
-
-
-def _ranks_with_ties(
-    scores: torch.Tensor, target_scores: torch.Tensor, targets: torch.Tensor
-) -> torch.Tensor:
-    """Exact ranks of rows with ties: equal scores rank by item_idx, NaN scores rank last."""
-    scores = torch.where(scores.isnan(), -torch.inf, scores)
-    target_scores = torch.where(target_scores.isnan(), -torch.inf, target_scores)
-    item_ids = torch.arange(scores.shape[1], device=scores.device)
-    ahead = (scores > target_scores) | (
-        (scores == target_scores) & (item_ids[None, :] < targets[:, None])
-    )
-    return ahead.sum(dim=1)
-
-
-def heldout_ranks(
-    user_vectors: torch.Tensor,
-    item_vectors: torch.Tensor,
-    train_items: TrainItems,
-    val_users: np.ndarray,
-    val_items: np.ndarray,
-    chunk_users: int | None = None,
-) -> np.ndarray:
-    """`rank_heldout` for a dot-product model: scores = user_vectors[u] @ item_vectors.T."""
-    return rank_heldout(
-        dot_product_scorer(user_vectors, item_vectors),
-        item_vectors.shape[0],
-        train_items,
-        val_users,
-        val_items,
-        chunk_users,
-    )
 
 
 def dot_product_scorer(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> Scorer:
@@ -174,17 +243,3 @@ def dot_product_scorer(user_vectors: torch.Tensor, item_vectors: torch.Tensor) -
         return torch.mm(chosen, item_vectors.T, out=out)
 
     return scorer
-
-
-def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
-    """Recall@K, NDCG@K for each K and MRR from 0-based ranks of single held-out items."""
-    if len(ranks) == 0:
-        raise ValueError("no evaluated users: every user has a single interaction")
-    ranks = np.asarray(ranks, dtype=np.float64)
-    metrics: dict[str, float] = {}
-    for k in ks:
-        hits = ranks < k
-        metrics[f"recall@{k}"] = float(hits.mean())
-        metrics[f"ndcg@{k}"] = float(np.where(hits, 1.0 / np.log2(ranks + 2.0), 0.0).mean())
-    metrics["mrr"] = float((1.0 / (ranks + 1.0)).mean())
-    return metrics

@@ -20,6 +20,20 @@ from gamerec_assets.core.settings import USER_TOWERS
 
 
 @dataclass(frozen=True)
+class HistoryBags:
+    """The games each row's user tower pools: bag b is items[offsets[b]:offsets[b + 1]]."""
+
+    items: torch.Tensor
+    offsets: torch.Tensor
+    weights: torch.Tensor | None = None
+    """Weight of each pooled game (the history mean is then weighted), or None."""
+
+    @property
+    def n_bags(self) -> int:
+        return len(self.offsets)
+
+
+@dataclass(frozen=True)
 class UserHistory:
     """Each user's training games as CSR tensors: user u owns items[indptr[u]:indptr[u+1]]."""
 
@@ -27,6 +41,8 @@ class UserHistory:
     items: torch.Tensor
     weights: torch.Tensor | None = None
     """Optional weight of each (user, game) in the pooled mean, e.g. from play hours."""
+    pair_positions: torch.Tensor | None = None
+    """For a history built from training pairs: where each pair sits in `items`."""
 
     @classmethod
     def from_pairs(
@@ -41,10 +57,17 @@ class UserHistory:
         indptr = np.zeros(n_users + 1, dtype=np.int64)
         np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
         items = np.asarray(item_idx, dtype=np.int64)[order]
+        positions = np.empty(len(order), dtype=np.int64)
+        positions[order] = np.arange(len(order))
         sorted_weights = None
         if weights is not None:
             sorted_weights = torch.as_tensor(np.asarray(weights, dtype=np.float32)[order])
-        return cls(torch.from_numpy(indptr), torch.from_numpy(items), sorted_weights)
+        return cls(
+            torch.from_numpy(indptr),
+            torch.from_numpy(items),
+            sorted_weights,
+            torch.from_numpy(positions),
+        )
 
     @classmethod
     def from_item_lists(cls, item_lists: list[list[int]]) -> "UserHistory":
@@ -59,27 +82,67 @@ class UserHistory:
         return self.indptr.shape[0] - 1
 
     def to(self, device: torch.device) -> "UserHistory":
-        weights = None if self.weights is None else self.weights.to(device)
-        return UserHistory(self.indptr.to(device), self.items.to(device), weights)
+        def moved(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device)
 
-    def bags(
-        self, users: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(flat items, bag offsets, flat weights or None, bag total weight) for `users`."""
+        return UserHistory(
+            self.indptr.to(device),
+            self.items.to(device),
+            moved(self.weights),
+            moved(self.pair_positions),
+        )
+
+    def bags(self, users: torch.Tensor) -> HistoryBags:
+        """Every game of each user: what serving and evaluation pool."""
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         offsets = torch.cumsum(lengths, 0) - lengths
         positions = torch.arange(int(lengths.sum()), device=users.device)
         flat_positions = torch.repeat_interleave(starts - offsets, lengths) + positions
-        if self.weights is None:
-            return self.items[flat_positions], offsets, None, lengths.float()
-        flat_weights = self.weights[flat_positions]
-        totals = torch.zeros(len(users), device=users.device).index_add_(
-            0,
-            torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths),
-            flat_weights,
-        )
-        return self.items[flat_positions], offsets, flat_weights, totals
+        return self._bags_at(flat_positions, offsets)
+
+    def sample_bags(
+        self,
+        pairs: torch.Tensor,
+        max_items: int,
+        randoms: torch.Tensor | None,
+        dropout: float = 0.0,
+        drop_randoms: torch.Tensor | None = None,
+    ) -> HistoryBags:
+        """For each training pair (a row of the pairs the history was built from), the other
+        games of its user: all of them when there are at most `max_items` (0: no limit),
+        else `max_items` of them drawn by stratified sampling, one uniformly from each of
+        `max_items` equal strata of the user's history, with `randoms` (uniform in [0, 1),
+        one row of `max_items` per pair) as the draws. The pair's own game is never in its
+        bag, so the tower learns to predict a game from the *other* games, as it must for a
+        held-out game. A step then pools at most len(pairs) x max_items games, however long
+        the histories are. With `dropout`, each game of a bag but its first is then dropped
+        when its draw in `drop_randoms` (one per pair and slot) is below it.
+        """
+        own = self.pair_positions[pairs]
+        users = torch.searchsorted(self.indptr, own, right=True) - 1
+        starts = self.indptr[users]
+        others = self.indptr[users + 1] - starts - 1
+        counts = others if max_items == 0 else torch.clamp(others, max=max_items)
+        offsets = torch.cumsum(counts, 0) - counts
+        row = torch.repeat_interleave(torch.arange(len(pairs), device=pairs.device), counts)
+        slot = torch.arange(int(counts.sum()), device=pairs.device) - offsets[row]
+        local = slot
+        if max_items and randoms is not None:
+            sampled = others[row] > max_items
+            stratum = (slot + randoms[row, slot]) * others[row]
+            local = torch.where(sampled, (stratum / max_items).long(), slot)
+        local = local + (local >= (own - starts)[row]).long()  # step over the pair's own game
+        if dropout and drop_randoms is not None:
+            kept = (slot == 0) | (drop_randoms[row, slot] >= dropout)
+            row, local = row[kept], local[kept]
+            counts = torch.bincount(row, minlength=len(pairs))
+            offsets = torch.cumsum(counts, 0) - counts
+        return self._bags_at(starts[row] + local, offsets)
+
+    def _bags_at(self, flat_positions: torch.Tensor, offsets: torch.Tensor) -> HistoryBags:
+        weights = None if self.weights is None else self.weights[flat_positions]
+        return HistoryBags(self.items[flat_positions], offsets, weights)
 
 
 class TwoTower(nn.Module):
@@ -139,85 +202,71 @@ class TwoTower(nn.Module):
         }
 
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
-        vectors = self.item_embedding(items)
+        # Look up each distinct game once: with sparse gradients the table's gradient then
+        # has one row per distinct game, so the optimizer never has to merge duplicates.
+        games, rows = torch.unique(items, return_inverse=True)
+        vectors = self.item_embedding(games)[rows]
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
     def encode_users(
         self,
         users: torch.Tensor,
-        history: UserHistory | None = None,
-        exclude_items: torch.Tensor | None = None,
+        bags: HistoryBags | None = None,
         include_user_id: bool = True,
-        exclude_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """User vectors; `exclude_items[b]` (of weight `exclude_weights[b]`) is left out of
-        user b's history.
-
-        Training excludes each pair's own positive game, so the tower learns to predict a
-        game from the *other* games, the situation it faces for a held-out game.
-        """
+        """User vectors: the (weighted) mean of the history table over each row's bag of
+        games (`UserHistory.bags` for a user's whole history, `sample_bags` in training),
+        plus the user's ID row for the towers that have one."""
         vectors = torch.zeros(len(users), self.embed_dim, device=users.device)
         if self.uses_history:
-            if history is None:
+            if bags is None:
                 raise ValueError(f"the {self.user_tower!r} user tower needs the users' histories")
-            unique_users, inverse = torch.unique(users, return_inverse=True)
-            flat, offsets, flat_weights, totals = history.bags(unique_users)
-            # Pool over a gathered table of the distinct games in these histories: the
-            # table's gradient then has one row per distinct game, not one per history entry
-            # (which, as a sparse gradient, would cost more than the dense table).
-            games, flat_rows = torch.unique(flat, return_inverse=True)
-            sums = F.embedding_bag(
-                flat_rows,
-                self.history_embedding(games),
-                offsets,
-                mode="sum",
-                per_sample_weights=flat_weights,
-            )
-            sums, totals = sums[inverse], totals[inverse]
-            if exclude_items is not None:
-                excluded = self.history_embedding(exclude_items)
-                if exclude_weights is not None:
-                    excluded = excluded * exclude_weights[:, None]
-                sums = sums - excluded
-                totals = totals - (1.0 if exclude_weights is None else exclude_weights)
-            # A user with nothing left in the history gets a zero vector (no NaN, no gradient
-            # blown up by a tiny denominator); the division only happens where totals > 0.
-            has_history = totals > 1e-6
-            safe_totals = torch.where(has_history, totals, torch.ones_like(totals))
-            pooled = torch.where(has_history[:, None], sums / safe_totals[:, None], 0.0)
-            vectors = vectors + pooled
+            vectors = vectors + self.pool_history(bags)
         if self.uses_user_id and include_user_id:
             vectors = vectors + self.user_embedding(users)
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
-    def forward(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        history: UserHistory | None = None,
-        pair_weights: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """In-batch scores [B, B]: row b scores user b against every positive item in the batch.
+    def pool_history(self, bags: HistoryBags) -> torch.Tensor:
+        """The mean of the history table over each bag; an empty bag gives a zero vector."""
+        # Pool over a gathered table of the distinct games in these bags: the table's
+        # gradient then has one row per distinct game, not one per bag entry.
+        games, flat_rows = torch.unique(bags.items, return_inverse=True)
+        sums = F.embedding_bag(
+            flat_rows,
+            self.history_embedding(games),
+            bags.offsets,
+            mode="sum",
+            per_sample_weights=bags.weights,
+        )
+        ends = torch.cat([bags.offsets[1:], bags.offsets.new_tensor([len(bags.items)])])
+        counts = ends - bags.offsets
+        if bags.weights is None:
+            totals = counts.float()
+        else:
+            bag_of = torch.repeat_interleave(
+                torch.arange(bags.n_bags, device=counts.device), counts
+            )
+            totals = torch.zeros(bags.n_bags, device=sums.device).index_add_(
+                0, bag_of, bags.weights
+            )
+        # No NaN and no gradient blown up by a tiny denominator: divide only where totals > 0.
+        has_history = totals > 1e-6
+        safe_totals = torch.where(has_history, totals, torch.ones_like(totals))
+        return torch.where(has_history[:, None], sums / safe_totals[:, None], 0.0)
 
-        `pair_weights[b]` is the history weight of (users[b], items[b]) when the history is
-        weighted, so that pair is removed from its own user's pooled history exactly.
-        """
-        user_vectors, item_vectors = self.encode_pairs(users, items, history, pair_weights)
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, bags: HistoryBags | None = None
+    ) -> torch.Tensor:
+        """In-batch scores [B, B]: row b scores user b against every positive item in the batch."""
+        user_vectors, item_vectors = self.encode_pairs(users, items, bags)
         return user_vectors @ item_vectors.T
 
     def encode_pairs(
-        self,
-        users: torch.Tensor,
-        items: torch.Tensor,
-        history: UserHistory | None = None,
-        pair_weights: torch.Tensor | None = None,
+        self, users: torch.Tensor, items: torch.Tensor, bags: HistoryBags | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both towers' vectors of a batch of positive pairs, before they are scored (data-
         parallel training gathers the item vectors of every process first)."""
-        user_vectors = self.encode_users(
-            users, history, exclude_items=items, exclude_weights=pair_weights
-        )
-        return user_vectors, self.encode_items(items)
+        return self.encode_users(users, bags), self.encode_items(items)
 
     @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:
@@ -236,7 +285,9 @@ class TwoTower(nn.Module):
             users = torch.arange(
                 self.n_users if history is None else history.n_users, device=device
             )
-        return self.encode_users(users.to(device), None if history is None else history.to(device))
+        users = users.to(device)
+        bags = None if history is None else history.to(device).bags(users)
+        return self.encode_users(users, bags)
 
     @torch.no_grad()
     def fold_in(self, history: UserHistory) -> torch.Tensor:
@@ -248,4 +299,4 @@ class TwoTower(nn.Module):
             )
         device = self.item_embedding.weight.device
         users = torch.arange(history.n_users, device=device)
-        return self.encode_users(users, history.to(device), include_user_id=False)
+        return self.encode_users(users, history.to(device).bags(users), include_user_id=False)

@@ -35,3 +35,29 @@ def training_curve_png(
     figure.savefig(buffer, format="png")
     plt.close(figure)
     return buffer.getvalue()
+
+
+def search_trials_png(trials: list[dict], k: int = Tuning().k) -> bytes:
+    """Each trial's tuning NDCG@k in order (pruned trials at their last score, hollow), and the
+    best so far, as PNG bytes: how the search went."""
+    figure, axis = plt.subplots(figsize=(6, 3.2), dpi=100)
+    done = [(t["number"], t["value"]) for t in trials if t["value"] is not None]
+    pruned = [(t["number"], t["last_score"]) for t in trials if t["value"] is None]
+    if done:
+        axis.plot(*zip(*done), "o", color="tab:blue", label="trial")
+        best, running = [], float("-inf")
+        for _, value in done:
+            running = max(running, value)
+            best.append(running)
+        axis.step([n for n, _ in done], best, where="post", color="tab:green", label="best so far")
+    pruned = [(n, v) for n, v in pruned if v is not None]
+    if pruned:
+        axis.plot(*zip(*pruned), "o", mfc="none", color="tab:gray", label="pruned")
+    axis.set_xlabel("trial")
+    axis.set_ylabel(f"tuning NDCG@{k}")
+    axis.legend(loc="best", fontsize="small")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()

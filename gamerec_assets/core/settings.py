@@ -16,6 +16,7 @@ The defaults are the project's tuned ones: `TrainConfig()` is the model the grap
 
 import math
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -103,6 +104,16 @@ class SettingsGroup:
             f"{self.group}.{item.name}": getattr(self, item.name)
             for item in fields(self)
             if spec_of(item).versioned
+        }
+
+    def explicit_fields(self, environ: Mapping[str, str] | None = None) -> set[str]:
+        """The settings given explicitly: set in the environment, or (run config, code)
+        different from the declared default."""
+        from_env = settings_from_env(type(self), environ)
+        return {
+            item.name
+            for item in fields(self)
+            if item.name in from_env or getattr(self, item.name) != item.default
         }
 
     def model_dict(self) -> dict[str, Any]:
@@ -228,6 +239,11 @@ class Paths(SettingsGroup):
         return Path(self.data_dir) / "val_interactions.parquet"
 
     @property
+    def test_interactions(self) -> Path:
+        """The pairs of GAMEREC_TEST_PATH, indexed like the source (when it is set)."""
+        return Path(self.data_dir) / "test_interactions.parquet"
+
+    @property
     def published(self) -> Path:
         """The serving set that readers use."""
         return Path(self.artifacts_dir)
@@ -241,6 +257,16 @@ class Paths(SettingsGroup):
     def training_state(self) -> Path:
         """Per-epoch training state of an unfinished run; removed once the checkpoint is in."""
         return self.staging / "training_state"
+
+    @property
+    def tuned_settings(self) -> Path:
+        """What the automatic search chose, with every trial (JSON)."""
+        return self.staging / "tuned_settings.json"
+
+    @property
+    def tuning_study(self) -> Path:
+        """The Optuna study's journal: a killed search resumes from its trials."""
+        return self.staging / "tuning_study.journal"
 
     @property
     def training_job(self) -> Path:
@@ -281,6 +307,12 @@ class Source(SettingsGroup):
     path: str | None = setting(
         None, "GAMEREC_SOURCE_PATH", "the input file for `steam200k` and `interactions`"
     )
+    test_path: str | None = setting(
+        None,
+        "GAMEREC_TEST_PATH",
+        "for GAMEREC_SPLIT=predefined: a second file, same format, of held-out pairs (e.g. a "
+        "benchmark's official test set); its players and games must be in the source",
+    )
     synthetic_users: int = setting(10_000, "GAMEREC_SYNTHETIC_USERS", "synthetic players", gt=0)
     synthetic_games: int = setting(2_000, "GAMEREC_SYNTHETIC_GAMES", "synthetic games", gt=0)
     synthetic_interactions: int = setting(
@@ -301,29 +333,67 @@ class Source(SettingsGroup):
         if self.kind == "synthetic":
             names = SYNTHETIC_FIELDS
             return {"source.kind": self.kind, **{f"source.{n}": getattr(self, n) for n in names}}
-        return {"source.kind": self.kind, "source.path": str(Path(self.path or "").resolve())}
+        fields_ = {"source.kind": self.kind, "source.path": str(Path(self.path or "").resolve())}
+        if self.test_path:
+            fields_["source.test_path"] = str(Path(self.test_path).resolve())
+        return fields_
 
 
-SPLIT_STRATEGIES = ("max_playtime", "latest", "random")
+LEAVE_ONE_OUT = ("max_playtime", "latest", "random")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T][\d:.]+)?(Z|[+-]\d{2}:?\d{2})?")
+SPLIT_STRATEGIES = (*LEAVE_ONE_OUT, "temporal", "predefined")
 
 
 @dataclass(frozen=True)
 class Split(SettingsGroup):
-    """How each user's held-out game is chosen."""
+    """Which (user, game) pairs are held out for evaluation."""
 
     group: ClassVar[str] = "split"
     strategy: str = setting(
         "max_playtime",
         "GAMEREC_SPLIT",
-        "each user's held-out game: the most played, the `latest` (needs `timestamp`) or a "
-        "seeded `random` one",
+        "what is held out: one game per player, the most played, the `latest` (needs "
+        "`timestamp`) or a seeded `random` one; `temporal`: everything after a cut-off in "
+        "time; `predefined`: the pairs of GAMEREC_TEST_PATH",
         choices=SPLIT_STRATEGIES,
+    )
+    cutoff: str = setting(
+        "0.2",
+        "GAMEREC_SPLIT_CUTOFF",
+        "for `temporal`: an ISO date or datetime (later interactions are held out), or a "
+        "fraction in (0, 1): the latest share of interactions",
     )
     seed: int = setting(0, "SEED", "every random choice", ge=0)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.cutoff_value()
+
+    def cutoff_value(self) -> float | str:
+        """The cut-off as a fraction, or as the date text; a `SettingError` when neither."""
+        try:
+            fraction = float(self.cutoff)
+        except ValueError:
+            if not ISO_DATE.fullmatch(self.cutoff):
+                raise SettingError(
+                    f"GAMEREC_SPLIT_CUTOFF={self.cutoff!r} (split.cutoff): expected an ISO date "
+                    "such as 2025-06-01 or a fraction between 0 and 1"
+                ) from None
+            return self.cutoff
+        if not 0 < fraction < 1:
+            raise SettingError(
+                f"GAMEREC_SPLIT_CUTOFF={self.cutoff!r} (split.cutoff): expected a fraction "
+                "between 0 and 1 (exclusive) or an ISO date"
+            )
+        return fraction
+
     def version_fields(self) -> dict[str, Any]:
-        fields_ = {"split.strategy": self.strategy}
-        return {**fields_, "split.seed": self.seed} if self.strategy == "random" else fields_
+        fields_: dict[str, Any] = {"split.strategy": self.strategy}
+        if self.strategy == "random":
+            fields_["split.seed"] = self.seed
+        if self.strategy == "temporal":
+            fields_["split.cutoff"] = self.cutoff
+        return fields_
 
 
 USER_TOWERS = ("id", "history", "history+id")
@@ -332,7 +402,7 @@ USER_TOWERS = ("id", "history", "history+id")
 @dataclass(frozen=True)
 class TrainConfig(SettingsGroup):
     """Two-tower hyperparameters. The defaults were chosen on a tuning split of Steam-200k's
-    training data (benchmarks/tune_defaults.py); `SEED_MODEL` is the seed's plain model."""
+    training data (benchmarks/tuning_split.py); `SEED_MODEL` is the seed's plain model."""
 
     group: ClassVar[str] = "training"
     epochs: int = setting(20, "TRAIN_EPOCHS", "most epochs (the tuning split picks fewer)", gt=0)
@@ -356,13 +426,38 @@ class TrainConfig(SettingsGroup):
         True, "GAMEREC_MASK_ACCIDENTAL_HITS", "a game twice in a batch is not its own negative"
     )
     weight_decay: float = setting(
-        0.0, "GAMEREC_WEIGHT_DECAY", "AdamW weight decay (needs sparse gradients off)", ge=0
+        0.0,
+        "GAMEREC_WEIGHT_DECAY",
+        "decoupled (AdamW) weight decay; with sparse gradients only on the rows a batch "
+        "touches, so frequent games are regularised more often",
+        ge=0,
+    )
+    negatives: int = setting(
+        0,
+        "GAMEREC_NEGATIVES",
+        "extra negatives per batch, drawn uniformly from the catalog and shared by its "
+        "players, beside the in-batch ones (the logQ correction covers both kinds)",
+        ge=0,
+    )
+    history_dropout: float = setting(
+        0.0,
+        "GAMEREC_HISTORY_DROPOUT",
+        "share of the games in a training bag dropped at random (one is always kept)",
+        ge=0,
     )
     playtime_weighting: bool = setting(
         True, "GAMEREC_PLAYTIME_WEIGHTING", "positives weigh 1 + log(1 + hours)"
     )
     history_weighting: bool = setting(
         False, "GAMEREC_HISTORY_WEIGHTING", "the history mean weighs games the same way"
+    )
+    history_sample: int = setting(
+        50,
+        "GAMEREC_HISTORY_SAMPLE",
+        "most games of a player's history one training pair pools (a seeded sample, its own "
+        "game left out), so a step's cost does not grow with history lengths; 0: all. "
+        "Serving and evaluation pool the whole history",
+        ge=0,
     )
     select_epochs: bool = setting(
         True, "GAMEREC_SELECT_EPOCHS", "choose the epoch count on a tuning split carved from train"
@@ -376,7 +471,7 @@ class TrainConfig(SettingsGroup):
     sparse_gradients: bool = setting(
         True,
         "GAMEREC_SPARSE_GRADIENTS",
-        "SparseAdam on the rows a batch touches; false = fused AdamW over whole tables",
+        "AdamW on the rows a batch touches; false = fused AdamW over whole tables",
     )
     epoch_checkpoints: bool = setting(
         True,
@@ -394,10 +489,10 @@ class TrainConfig(SettingsGroup):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.sparse_gradients and self.weight_decay > 0:
+        if self.history_dropout >= 1:
             raise SettingError(
-                f"GAMEREC_WEIGHT_DECAY={self.weight_decay!r} (training.weight_decay): SparseAdam "
-                "has no weight decay; set it to 0 or GAMEREC_SPARSE_GRADIENTS=false"
+                f"GAMEREC_HISTORY_DROPOUT={self.history_dropout!r} (training.history_dropout): "
+                "expected a share in [0, 1)"
             )
 
 
@@ -418,6 +513,20 @@ SEED_MODEL = TrainConfig(
 """The seed's plain model: user-ID tower, raw dot product, plain in-batch softmax, 5 epochs."""
 
 
+SEARCH_SPACE: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "lr": ("log", (5e-4, 2e-2)),
+    "temperature": ("log", (0.03, 0.5)),
+    "embed_dim": ("choice", (64, 128, 256, 512)),
+    "weight_decay": ("choice", (0.0, 0.01, 0.1, 1.0)),
+    "negatives": ("choice", (0, 256, 1024, 4096)),
+    "history_dropout": ("uniform", (0.0, 0.5)),
+    "history_sample": ("choice", (20, 50, 100)),
+    "playtime_weighting": ("choice", (True, False)),
+}
+"""Each training setting the automatic search may vary, and its range: `log` and `uniform`
+floats between two bounds, or one of a few `choice`s."""
+
+
 @dataclass(frozen=True)
 class Tuning(SettingsGroup):
     """How choices are made on the tuning split (carved from train, never the hold-out)."""
@@ -429,6 +538,57 @@ class Tuning(SettingsGroup):
         "cut-off of the tuning NDCG that picks epochs and baseline weights",
         gt=0,
     )
+    sample_users: int = setting(
+        20_000,
+        "GAMEREC_TUNE_USERS",
+        "users the tuning split holds a game out for (a seeded sample; its standard error is "
+        "logged); 0: all",
+        ge=0,
+    )
+    every_pairs: int = setting(
+        4_000_000,
+        "GAMEREC_TUNE_EVERY",
+        "score the tuning split (and save the training state) after every epoch, or after "
+        "this many training pairs when an epoch is longer; 0: once an epoch",
+        ge=0,
+    )
+    trials: int = setting(
+        12,
+        "GAMEREC_TUNE_TRIALS",
+        "most trials of the automatic search of training settings on the tuning split (the "
+        "first is the declared defaults); 0: no search",
+        ge=0,
+    )
+    minutes: float = setting(
+        5.0,
+        "GAMEREC_TUNE_MINUTES",
+        "time budget of the search: no trial starts after it; 0: no limit",
+        ge=0,
+    )
+    params: str = setting(
+        ",".join(SEARCH_SPACE),
+        "GAMEREC_TUNE_PARAMS",
+        "training settings the search varies, comma-separated; a setting given explicitly "
+        "(variable or run config) is fixed instead",
+        default_shown="all of " + ", ".join(f"`{name}`" for name in SEARCH_SPACE),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [name for name in self.param_list() if name not in SEARCH_SPACE]
+        if unknown:
+            raise SettingError(
+                f"GAMEREC_TUNE_PARAMS={self.params!r} (tuning.params): {', '.join(unknown)} "
+                f"cannot be searched; expected names among {', '.join(SEARCH_SPACE)}"
+            )
+
+    def param_list(self) -> list[str]:
+        return [name.strip() for name in self.params.split(",") if name.strip()]
+
+    def searched(self, fixed: typing.Iterable[str] = ()) -> list[str]:
+        """The settings the search varies: those listed, but for the `fixed` ones."""
+        fixed = set(fixed)
+        return [name for name in self.param_list() if name not in fixed]
 
 
 @dataclass(frozen=True)
@@ -443,6 +603,9 @@ class Evaluation(SettingsGroup):
     ease_l2: float = setting(
         0.0, "GAMEREC_EASE_L2", "EASE's L2 weight", ge=0, default_shown="0 (tuned)"
     )
+    als_baseline: bool = setting(
+        True, "GAMEREC_ALS_BASELINE", "also score implicit ALS (factors and weight tuned)"
+    )
     sample_users: int = setting(
         0,
         "GAMEREC_EVAL_USERS",
@@ -456,6 +619,7 @@ class Evaluation(SettingsGroup):
         fields_: dict[str, Any] = {
             "evaluation.k": self.k,
             "evaluation.ease_baseline": self.ease_baseline,
+            "evaluation.als_baseline": self.als_baseline,
         }
         if self.ease_baseline:
             fields_["evaluation.ease_l2"] = self.ease_l2
@@ -545,6 +709,15 @@ GROUPS: tuple[type[SettingsGroup], ...] = (
     IndexSettings,
     Compute,
 )
+
+
+def check_together(groups: dict[str, SettingsGroup]) -> None:
+    """What one group cannot check alone: settings that only make sense together."""
+    if groups["split"].strategy == "predefined" and not groups["source"].test_path:
+        raise SettingError(
+            "GAMEREC_SPLIT='predefined' (split.strategy) needs the held-out pairs: set "
+            "GAMEREC_TEST_PATH (source.test_path) to the test file"
+        )
 
 
 def env_variable_names() -> dict[str, str]:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-from gamerec_assets.core.io import config_fingerprint, file_sha256
+from gamerec_assets.core.features import IndexedInteractions
+from gamerec_assets.core.io import combined_sha256, config_fingerprint, file_sha256
 from gamerec_assets.core.settings import Source
 from gamerec_assets.core.synthetic import SyntheticSpec, generate_synthetic_interactions
 
@@ -443,12 +444,20 @@ def synthetic_spec(source: Source) -> SyntheticSpec:
 
 
 def source_fingerprint(source: Source) -> str:
-    """Hash of the input itself: the file's bytes, or the synthetic spec (it is seeded)."""
+    """Hash of the input itself: the file's bytes (and the test file's), or the synthetic spec
+    (it is seeded)."""
+    files = [Path(name) for name in (source.path, source.test_path) if name]
+    for path in files:
+        _require_file(path)
     if source.kind == "synthetic":
-        return config_fingerprint(asdict(synthetic_spec(source)))
-    path = Path(source.path)
-    _require_file(path)
-    return file_sha256(path)
+        synthetic = config_fingerprint(asdict(synthetic_spec(source)))
+        return synthetic if not files else config_fingerprint([synthetic, combined_sha256(files)])
+    return file_sha256(files[0]) if len(files) == 1 else combined_sha256(files)
+
+
+def read_file(kind: str, path: str | Path) -> RawInteractions:
+    """A file of the given source kind, read and checked."""
+    return read_steam200k(path) if kind == "steam200k" else read_interactions_file(path)
 
 
 def load_source(source: Source) -> RawInteractions:
@@ -463,6 +472,62 @@ def load_source(source: Source) -> RawInteractions:
         return RawInteractions(
             frame=frame, description=description, stats={"raw_rows": frame.height}
         )
-    if source.kind == "steam200k":
-        return read_steam200k(source.path)
-    return read_interactions_file(source.path)
+    return read_file(source.kind, source.path)
+
+
+def load_test_pairs(source: Source, indexed: IndexedInteractions) -> pl.DataFrame | None:
+    """The held-out pairs of GAMEREC_TEST_PATH (read like the source, then given the source's
+    indices), or None when there is no test file. Players or games the source does not train
+    on, and pairs also in the source, are errors naming the file and the first such row."""
+    if not source.test_path:
+        return None
+    path = Path(source.test_path)
+    kind = "interactions" if source.kind == "synthetic" else source.kind
+    test = read_file(kind, path).frame
+    users = indexed.interactions.select("user_id", "user_idx").unique()
+    games = indexed.catalog.select("game_id", "item_idx")
+    joined = test.join(users, on="user_id", how="left").join(games, on="game_id", how="left")
+    for column, index, what in (("user_id", "user_idx", "player"), ("game_id", "item_idx", "game")):
+        unknown = joined.filter(pl.col(index).is_null())
+        if unknown.height:
+            value = unknown[column][0]
+            raise InteractionsFileError(
+                path,
+                f"{_first_row(path, kind, column, value)}: {what} {value!r} is not in the source "
+                f"({_rows(unknown.height)}); a test set may only hold players and games the "
+                "source trains on",
+            )
+    both = joined.join(indexed.interactions, on=["user_idx", "item_idx"], how="semi")
+    if both.height:
+        user, game = both["user_id"][0], both["game_id"][0]
+        raise InteractionsFileError(
+            path,
+            f"{_first_row(path, kind, 'user_id', user, ('game_id', game))}: the pair (player "
+            f"{user!r}, game {game!r}) is in the source too ({_rows(both.height)}); a held-out "
+            "pair must not be trained on",
+        )
+    extra = [column for column in ("timestamp",) if column in indexed.interactions.columns]
+    for column in extra:
+        if column not in joined.columns:
+            joined = joined.with_columns(
+                pl.lit(None).cast(indexed.interactions[column].dtype).alias(column)
+            )
+    return joined.select(indexed.interactions.columns).sort("user_idx", "item_idx")
+
+
+def _first_row(
+    path: Path, kind: str, column: str, value: object, also: tuple[str, object] | None = None
+) -> str:
+    """How to name the first row of a file where `column` (and `also`) has the value."""
+    if kind == "steam200k":
+        positions = {"user_id": 0, "game_id": 1}
+        for line, fields in _csv_records(path):
+            matches = fields[positions[column]] == str(value)
+            if matches and (also is None or fields[positions[also[0]]] == str(also[1])):
+                return f"line {line}"
+        return "a line"
+    wanted = pl.col(column) == value
+    if also is not None:
+        wanted = wanted & (pl.col(also[0]) == also[1])
+    found = _scan_table(path).filter(wanted).select(ROW).head(1).collect()
+    return _row_label(path, found.item()) if found.height else "a row"

@@ -7,7 +7,9 @@ model can actually learn from) before they plug in their own. Generative story:
    ranks are shuffled across genres.
 2. Each user has a sparse taste over genres (Dirichlet, small alpha, tilted
    towards popular genres), so most users focus on 1-3 genres.
-3. Each user owns a heavy-tailed (log-normal, >= 1) number of games. Each pick
+3. Each user owns a heavy-tailed number of games (>= 1): log-normal by default, or a
+   power law (`history_lengths="power_law"`: Pareto with `tail_exponent`, capped at half
+   the catalog), where a few collectors own thousands of games. Each pick
    is either taste-driven (genre ~ taste, then game ~ popularity within genre)
    or, with probability ``NOISE_SHARE``, drawn from global popularity.
    Picks are oversampled, de-duplicated, and truncated to the user's count.
@@ -55,6 +57,7 @@ DEGREE_SIGMA = 1.0  # log-normal sigma of games per user
 OVERSAMPLE = 1.5  # candidate draws per wanted game, doubled each top-up round
 TOPUP_ROUNDS = 4  # sampling rounds to fill per-user deficits
 STEAM_ID_BASE = 76561197960265728
+HISTORY_LENGTHS = ("lognormal", "power_law")
 YEAR_START = datetime(2025, 1, 1)
 EPOCH_START_US = (YEAR_START - datetime(1970, 1, 1)).days * 86_400_000_000
 YEAR_US = 365 * 86_400 * 1_000_000
@@ -67,6 +70,9 @@ class SyntheticSpec:
     n_interactions: int = 150_000  # target; generated count is close to it
     n_genres: int = 20
     seed: int = 0
+    history_lengths: str = "lognormal"
+    """Games per user: `lognormal` (sigma 1) or `power_law` (Pareto, `tail_exponent`)."""
+    tail_exponent: float = 1.2
 
 
 def _validate(spec: SyntheticSpec) -> None:
@@ -78,6 +84,13 @@ def _validate(spec: SyntheticSpec) -> None:
             raise ValueError(
                 f"{name} must be {'non-negative' if name == 'seed' else 'positive'}, got {value}"
             )
+    if spec.history_lengths not in HISTORY_LENGTHS:
+        raise ValueError(
+            f"history_lengths must be one of {', '.join(HISTORY_LENGTHS)}, "
+            f"got {spec.history_lengths!r}"
+        )
+    if not spec.tail_exponent > 0:
+        raise ValueError(f"tail_exponent must be > 0, got {spec.tail_exponent}")
     if spec.n_genres > spec.n_games:
         raise ValueError(f"n_genres ({spec.n_genres}) must be <= n_games ({spec.n_games})")
     if spec.n_interactions < spec.n_users:
@@ -92,15 +105,20 @@ def genre_name(k: int) -> str:
     return base if k < len(GENRE_NAMES) else f"{base} {k // len(GENRE_NAMES) + 1}"
 
 
-def _user_degrees(rng: np.random.Generator, n_users: int, mean: float, cap: int) -> np.ndarray:
-    """Log-normal game counts in [1, cap] whose mean is ~``mean`` (bisect mu)."""
-    z = rng.standard_normal(n_users) * DEGREE_SIGMA
+def _user_degrees(rng: np.random.Generator, spec: SyntheticSpec, cap: int) -> np.ndarray:
+    """Game counts in [1, cap] whose mean is ~ n_interactions / n_users (bisect the scale):
+    log-normal, or a power law whose top users own thousands of games."""
+    if spec.history_lengths == "lognormal":
+        shape = np.exp(rng.standard_normal(spec.n_users) * DEGREE_SIGMA)
+    else:
+        shape = (1.0 - rng.random(spec.n_users)) ** (-1.0 / spec.tail_exponent)
+    mean = spec.n_interactions / spec.n_users
     lo, hi = -10.0, np.log(cap) + 10.0
     for _ in range(40):
         mu = (lo + hi) / 2
-        deg = np.clip(np.floor(np.exp(mu + z)), 1, cap)
+        deg = np.clip(np.floor(np.exp(mu) * shape), 1, cap)
         lo, hi = (mu, hi) if deg.mean() < mean else (lo, mu)
-    return np.clip(np.floor(np.exp((lo + hi) / 2 + z)), 1, cap).astype(np.int64)
+    return np.clip(np.floor(np.exp((lo + hi) / 2) * shape), 1, cap).astype(np.int64)
 
 
 def _distinct_picks(
@@ -158,7 +176,7 @@ def generate_synthetic_interactions(spec: SyntheticSpec) -> pl.DataFrame:
     # Flattened per-user cumulative tastes, offset by user index: one searchsorted.
     taste_cum = (np.cumsum(taste, axis=1) + np.arange(n_u)[:, None]).ravel()
     taste_cum[n_k - 1 :: n_k] = np.arange(1, n_u + 1)  # exact row ends
-    degree = _user_degrees(rng, n_u, spec.n_interactions / n_u, max(1, (n_g + 1) // 2))
+    degree = _user_degrees(rng, spec, max(1, (n_g + 1) // 2))
 
     def sample_games(user: np.ndarray) -> np.ndarray:
         """Two-stage pick per draw: genre ~ taste then game ~ popularity, or noise."""

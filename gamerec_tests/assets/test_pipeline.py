@@ -51,7 +51,7 @@ def test_full_graph_materializes_every_asset_and_passes_every_check(built):
     assert result.success
     assert materialized_keys(result) == {"raw_interactions", *ALL_ASSETS}
     outcomes = check_outcomes(result)
-    assert len(outcomes) == 10
+    assert len(outcomes) == 11  # the search has none: the checkpoint's checks follow it
     failed = {name for name, passed in outcomes.items() if not passed}
     assert not failed
 
@@ -123,6 +123,33 @@ def test_metadata_describes_each_asset(built):
         owned = user_games.filter(pl.col("user_id") == int(user_id))["item_idx"]
         assert not set(titles) & set(catalog["title"].gather(owned))
         assert set(most_played.split(", ")) <= set(catalog["title"].gather(owned))
+
+
+def test_training_takes_the_searched_settings_and_the_best_trials_length(built, instance):
+    resources, result = built
+    metadata = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    search = metadata["tuned_settings"]
+    assert search["trials"].value == 2 and search["searched"].value == ["temperature", "negatives"]
+    chosen = search["chosen"].value
+    assert set(chosen) == {"temperature", "negatives"}
+    assert search["best_tuning_ndcg"].value >= search["defaults_tuning_ndcg"].value
+    history = search["trial_history"].value
+    assert history.startswith("![trials](data:image/png;base64,") and "| trial | state |" in history
+    paths = resources["paths"].settings()
+    _, checkpoint = load_checkpoint(paths.checkpoint)
+    assert {name: checkpoint["config"][name] for name in chosen} == chosen
+    assert checkpoint["config"]["embed_dim"] == 16 and checkpoint["config"]["lr"] == 0.01  # fixed
+    tuned = json.loads(paths.tuned_settings.read_text())
+    assert metadata["two_tower_checkpoint"]["length_from_search"].value is True
+    assert checkpoint["epochs_run"] == tuned["best_period"]  # no selection phase of its own
+    assert checkpoint["tuning_ndcg"] == tuned["tuning_curve"]
+    again = materialize(resources, instance, selection=["tuned_settings"])
+    repeat = again.get_asset_materialization_events()[0].materialization.metadata
+    assert repeat["chosen"].value == chosen  # the study resumed with its trials done
+    assert repeat["search_seconds"].value < 1.0
 
 
 def test_index_alone_rebuilds_from_stored_embeddings(built, instance):
@@ -230,7 +257,8 @@ def test_ease_is_skipped_with_a_message_above_its_size_limit(tmp_path, instance,
     result = materialize(resources, instance)
     assert result.success
     metrics = json.loads(resources["paths"].settings().metrics.read_text())
-    assert set(metrics["baselines"]) == {"popularity"}
+    assert set(metrics["baselines"]) == {"popularity", "als"}
+    assert "above EASE's limit of 10" in metrics["baselines_skipped"]["ease"]
 
 
 def test_two_runs_on_cpu_give_identical_metrics_and_byte_identical_artifacts(built, tmp_path):
@@ -320,3 +348,29 @@ def test_publishing_alone_an_inconsistent_staging_is_refused(built, instance):
         message
     )
     assert _published(paths) == before
+
+
+def test_a_temporal_split_reports_the_cold_and_its_check_guards_the_cutoff(tmp_path, instance):
+    from gamerec_assets.assets.splits import split_respects_cutoff
+
+    resources = small_resources(tmp_path)
+    resources["split"] = with_settings(resources["split"], strategy="temporal", cutoff="0.3")
+    up_to_the_split = ["raw_interactions", "interactions", "train_interactions", "val_interactions"]
+    result = materialize(resources, instance, selection=up_to_the_split)
+    assert result.success and check_outcomes(result)["split_respects_cutoff"]
+    val = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "val_interactions"
+    )
+    for name in ("cutoff", "players_first_seen_after_cutoff", "games_first_seen_after_cutoff"):
+        assert name in val
+    paths = resources["paths"].settings()
+    train = pl.read_parquet(paths.train_interactions)
+    held = pl.read_parquet(paths.val_interactions)
+    assert train["timestamp"].max() < held["timestamp"].min()
+    # a training row after the cut-off is what the blocking check is there to catch
+    late = train.head(1).with_columns(timestamp=held["timestamp"].max())
+    pl.concat([train, late]).write_parquet(paths.train_interactions)
+    outcome = split_respects_cutoff(paths=resources["paths"], split=resources["split"])
+    assert not outcome.passed and "training reaches" in outcome.description

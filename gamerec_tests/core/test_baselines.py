@@ -1,4 +1,4 @@
-"""Popularity and EASE, checked against a direct numpy computation."""
+"""Popularity and EASE, checked against a direct numpy computation; ALS on small clusters."""
 
 import numpy as np
 import pytest
@@ -102,3 +102,55 @@ def test_fit_ease_refuses_more_items_than_the_limit(monkeypatch):
     three = X[:, :3]
     model = fit_ease(_train_items(three), n_items=3, l2=1.0)  # at the limit: still fitted
     assert np.allclose(model.item_weights.numpy(), _ease_by_hand(three, 1.0), atol=1e-5)
+
+
+# --- ALS (the implicit library) ------------------------------------------------------------------
+
+
+def clustered(n_users=40, n_items=12, per_user=4, seed=0) -> tuple[TrainItems, np.ndarray]:
+    """Users of two clusters own games of their cluster only."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for user in range(n_users):
+        cluster = np.arange(n_items // 2) + (n_items // 2) * (user % 2)
+        for item in rng.choice(cluster, size=per_user, replace=False):
+            users.append(user)
+            items.append(int(item))
+    train = TrainItems.from_pairs(np.array(users), np.array(items), n_users)
+    return train, np.repeat(np.arange(n_users), np.diff(train.indptr))
+
+
+def test_als_learns_the_clusters_and_is_seeded():
+    train, _ = clustered()
+    model = baselines.fit_als(train, 12, factors=4, regularization=0.1, seed=3)
+    scores = model.scores(np.arange(40))
+    assert scores.shape == (40, 12)
+    own = torch.cat([scores[0::2, :6], scores[1::2, 6:]])
+    other = torch.cat([scores[0::2, 6:], scores[1::2, :6]])
+    assert own.mean() > other.mean() + 0.3
+    again = baselines.fit_als(train, 12, factors=4, regularization=0.1, seed=3)
+    assert torch.equal(again.scores(np.arange(40)), scores)
+
+
+def test_als_tuning_and_evaluation_through_the_protocol():
+    import polars as pl
+
+    from gamerec_assets.core.evaluation import (
+        ALS_FACTORS,
+        EvaluationData,
+        evaluate_als,
+        evaluate_popularity,
+        tune_als,
+    )
+    from gamerec_assets.core.splits import leave_one_out_split
+
+    train, users = clustered(n_users=60, per_user=5, seed=1)
+    frame = pl.DataFrame(
+        {"user_idx": users, "item_idx": train.indices, "play_time_hours": np.ones(len(users))}
+    )
+    split = leave_one_out_split(frame, "random", seed=0)
+    data = EvaluationData(split.train, split.val, 60, 12)
+    chosen = tune_als(data, "random", seed=0)
+    assert chosen["factors"] in ALS_FACTORS and chosen["regularization"] > 0
+    metrics = evaluate_als(data, seed=0, ks=(3,), **chosen)
+    assert metrics["recall@3"] > evaluate_popularity(data, (3,))["recall@3"]

@@ -19,7 +19,6 @@ from gamerec_assets.core.evaluation import (
     history_from_frame,
     tune_ease_l2,
 )
-from gamerec_assets.core.metrics import TrainItems, rank_heldout, ranking_metrics
 from gamerec_assets.core.model import TwoTower
 from gamerec_assets.core.settings import TrainConfig
 from gamerec_assets.core.splits import leave_one_out_split
@@ -35,7 +34,7 @@ def _frame(users, items, hours=None) -> pl.DataFrame:
 
 
 def test_empty_val_raises():
-    with pytest.raises(ValueError, match="nothing to evaluate: no user has two or more games"):
+    with pytest.raises(ValueError, match="nothing to evaluate: no game was held out for any user"):
         EvaluationData(_frame([0, 1], [0, 1]), _frame([], []), n_users=2, n_items=2)
 
 
@@ -151,27 +150,32 @@ def _ease_data(seed=0) -> EvaluationData:
     return EvaluationData(split.train, split.val, n_users=60, n_items=25)
 
 
-def test_tune_ease_l2_picks_the_best_grid_value_on_a_carved_split():
-    data = _ease_data(seed=1)  # a data set where the best value is not the grid's first
+def test_tune_ease_l2_picks_the_best_weight_on_a_carved_split_inside_a_widened_grid(monkeypatch):
+    data = _ease_data(seed=1)
+    searched = {}
+    real_search = evaluation.search_grid
+
+    def recording_search(score, grid):
+        best, scores = real_search(score, grid)
+        searched.update(scores)
+        return best, scores
+
+    monkeypatch.setattr(evaluation, "search_grid", recording_search)
     chosen = tune_ease_l2(data, "max_playtime", seed=0)
-    assert chosen in EASE_L2_GRID and chosen != EASE_L2_GRID[0]
-    # by hand: NDCG@20 of each grid value on a second leave-one-out carved from train
+    assert set(EASE_L2_GRID) <= set(searched) and chosen == max(searched, key=searched.get)
+    # by hand: NDCG@20 of each weight on a second leave-one-out carved from train
     carved = leave_one_out_split(data.train, "max_playtime", 0)
-    train_items = TrainItems.from_pairs(
-        carved.train["user_idx"].to_numpy(), carved.train["item_idx"].to_numpy(), 60
-    )
-    ndcg = {}
-    for l2 in EASE_L2_GRID:
-        ranks = rank_heldout(
-            fit_ease(train_items, 25, l2).scores,
-            25,
-            train_items,
-            carved.val["user_idx"].to_numpy(),
-            carved.val["item_idx"].to_numpy(),
-        )
-        ndcg[l2] = ranking_metrics(ranks, (20,))["ndcg@20"]
-    assert ndcg[chosen] == max(ndcg.values())
-    assert chosen == max(ndcg, key=ndcg.get)
+    held = EvaluationData(carved.train, carved.val, 60, 25)
+    for l2, score in searched.items():
+        by_hand = held.metrics(fit_ease(held.train_items, 25, l2).scores, (20,))["ndcg@20"]
+        assert score == pytest.approx(by_hand, abs=1e-12)
+
+
+def test_search_grid_widens_until_the_best_is_inside():
+    peak = 3000.0
+    best, scores = evaluation.search_grid(lambda x: -abs(np.log(x / peak)), (50.0, 200.0, 500.0))
+    assert sorted(scores)[0] < best < sorted(scores)[-1]
+    assert best == 2000.0 and max(scores) == 8000.0  # 500 -> 2000 -> 8000: inside at last
 
 
 def test_tune_ease_l2_never_reads_the_evaluation_hold_out():
@@ -205,7 +209,7 @@ def test_evaluate_ease_matches_its_closed_form_ranks():
         scores[x[user] > 0] = -np.inf
         ahead = (scores > scores[item]) | ((scores == scores[item]) & (np.arange(25) < item))
         ranks.append(int(ahead.sum()))
-    expected = ranking_metrics(np.array(ranks), (5, 20))
+    expected = loo_metrics(np.array(ranks), (5, 20))
     assert metrics.keys() == expected.keys()
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-9), name
@@ -257,14 +261,16 @@ def test_sampled_evaluation_equals_ranking_the_same_users_with_every_vector(user
     model = TwoTower(60, 25, 8, user_tower=user_tower)
     config = TrainConfig(user_tower=user_tower)
     every_user = model.user_vectors(history_from_frame(data.train, 60, config))
-    expected = ranking_metrics(
-        rank_heldout(
-            lambda users: every_user[torch.tensor(users)] @ model.item_vectors().T,
-            25,
-            data.train_items,
-            data.val["user_idx"].to_numpy(),
-            data.val["item_idx"].to_numpy(),
-        ),
-        (5, 10),
+    expected = data.metrics(
+        lambda users: every_user[torch.tensor(users)] @ model.item_vectors().T, (5, 10)
     )
     assert evaluate_two_tower(model, config, data, ks=(5, 10)) == pytest.approx(expected)
+
+
+def loo_metrics(ranks: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
+    """Leave-one-out metrics from 0-based ranks, by their textbook definition."""
+    metrics = {}
+    for k in ks:
+        metrics[f"recall@{k}"] = float((ranks < k).mean())
+        metrics[f"ndcg@{k}"] = float(np.where(ranks < k, 1 / np.log2(ranks + 2.0), 0).mean())
+    return {**metrics, "mrr": float((1 / (ranks + 1.0)).mean())}

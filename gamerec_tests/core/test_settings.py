@@ -42,7 +42,10 @@ def test_the_defaults_are_the_tuned_model_not_the_seeds():
             "GAMEREC_USER_TOWER='users' (training.user_tower): expected one of id, history, "
             "history+id",
         ),
-        ({"weight_decay": 0.1}, "SparseAdam has no weight decay"),
+        (
+            {"history_dropout": 1.0},
+            "GAMEREC_HISTORY_DROPOUT=1.0 (training.history_dropout): expected a share in [0, 1)",
+        ),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable_and_what_is_allowed(changes, message):

@@ -6,8 +6,11 @@ import polars as pl
 import pytest
 
 from gamerec_assets.core.features import index_interactions
+from gamerec_assets.core.settings import Source
 from gamerec_assets.core.sources import (
     InteractionsFileError,
+    load_source,
+    load_test_pairs,
     read_interactions_file,
     read_steam200k,
 )
@@ -516,3 +519,46 @@ def test_read_interactions_file_unicode_and_quoted_titles_reach_the_catalog_exac
         read_interactions_file(_write(frame, tmp_path / f"in{suffix}")).frame
     ).catalog
     assert catalog.select("game_id", "title").rows() == list(enumerate(TITLES))
+
+
+# --- a predefined test file, read like the source and held to it ---------------------------------
+
+
+def _source_and_test(tmp_path, test_rows: str, name: str = "test.csv"):
+    (tmp_path / "train.csv").write_text("user_id,game_id\n1,10\n1,11\n2,10\n2,12\n")
+    (tmp_path / name).write_text(test_rows)
+    source = Source(
+        kind="interactions", path=str(tmp_path / "train.csv"), test_path=str(tmp_path / name)
+    )
+    return source, index_interactions(load_source(source).frame)
+
+
+def test_the_test_file_gets_the_sources_indices(tmp_path):
+    source, indexed = _source_and_test(tmp_path, "user_id,game_id\n2,11\n1,12\n")
+    test = load_test_pairs(source, indexed)
+    assert test.columns == indexed.interactions.columns
+    assert test.select("user_id", "game_id", "user_idx", "item_idx").rows() == [
+        (1, 12, 0, 2),
+        (2, 11, 1, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("user_id,game_id\n2,11\n3,10\n", "data row 2 (line 3): player 3 is not in the source"),
+        ("user_id,game_id\n1,99\n", "data row 1 (line 2): game 99 is not in the source"),
+        (
+            "user_id,game_id\n2,11\n2,12\n",
+            "data row 2 (line 3): the pair (player 2, game 12) is in the source too",
+        ),
+        ("user_id,game_id\n", "no interaction rows"),
+        ("", "file is empty"),
+    ],
+    ids=["unknown-player", "unknown-game", "trained-pair", "header-only", "empty"],
+)
+def test_a_bad_test_file_names_the_file_and_row(tmp_path, rows, message):
+    source, indexed = _source_and_test(tmp_path, rows)
+    with pytest.raises(InteractionsFileError) as caught:
+        load_test_pairs(source, indexed)
+    assert str(tmp_path / "test.csv") in str(caught.value) and message in str(caught.value)

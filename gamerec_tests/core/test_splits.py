@@ -5,10 +5,14 @@ import polars as pl
 import pytest
 
 from gamerec_assets.core.features import index_interactions
+from gamerec_assets.core.settings import LEAVE_ONE_OUT
+from gamerec_assets.core.settings import Split as SplitSettings
 from gamerec_assets.core.splits import (
-    SPLIT_STRATEGIES,
     leave_one_out_split,
+    make_split,
     require_heldout_users,
+    temporal_split,
+    tuning_split,
 )
 from gamerec_tests.core.conftest import raw_frame
 
@@ -36,7 +40,7 @@ def _pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
     return set(frame.select("user_idx", "item_idx").iter_rows())
 
 
-@pytest.mark.parametrize("strategy", SPLIT_STRATEGIES)
+@pytest.mark.parametrize("strategy", LEAVE_ONE_OUT)
 def test_split_invariants(strategy):
     frame = _random_interactions()
     split = leave_one_out_split(frame, strategy, seed=3)
@@ -128,7 +132,7 @@ def test_unknown_strategy_raises():
         leave_one_out_split(frame, "newest")
 
 
-@pytest.mark.parametrize("strategy", SPLIT_STRATEGIES)
+@pytest.mark.parametrize("strategy", LEAVE_ONE_OUT)
 def test_every_user_with_one_game_leaves_nothing_to_evaluate(strategy):
     t = datetime(2024, 5, 1)
     frame = _indexed(users=[1, 2, 3], games=[10, 10, 20], timestamps=[t, t, t])
@@ -147,3 +151,71 @@ def test_one_user_with_two_games_is_enough_to_evaluate():
     split = leave_one_out_split(_indexed(users=[1, 2, 2], games=[10, 10, 20]), "max_playtime")
     require_heldout_users(split)
     assert split.val["user_idx"].to_list() == [1]
+
+
+# --- temporal and predefined: several held-out games per user ----------------------------------
+
+
+def test_temporal_holds_out_everything_after_the_cutoff_and_counts_the_cold():
+    frame = _random_interactions(n_users=60, seed=5)
+    split = temporal_split(frame, 0.25)
+    latest_train = split.train["timestamp"].max()
+    assert latest_train < split.val["timestamp"].min()  # nothing trained on is later
+    later = frame.filter(pl.col("timestamp") > latest_train)
+    assert later.height == split.report["pairs_after_cutoff"]
+    assert abs(later.height - 0.25 * frame.height) <= 2
+    assert split.report["cutoff"] == str(latest_train)
+    warm = later.filter(
+        pl.col("user_idx").is_in(split.train["user_idx"].implode())
+        & pl.col("item_idx").is_in(split.train["item_idx"].implode())
+    )
+    assert _pairs(split.val) == _pairs(warm)  # the cold ones left out, and only those
+    left_out = split.report["their_pairs_left_out"] + split.report["pairs_of_those_games_left_out"]
+    assert later.height - warm.height == left_out
+    assert split.val.group_by("user_idx").len()["len"].max() > 1  # several games a user
+
+
+def test_temporal_takes_a_date_too():
+    frame = _random_interactions(n_users=60, seed=5)
+    moment = datetime(2024, 9, 1)
+    split = make_split(frame, SplitSettings(strategy="temporal", cutoff="2024-09-01"))
+    assert split.train["timestamp"].max() <= moment < split.val["timestamp"].min()
+    with pytest.raises(ValueError, match="needs a timestamp column"):
+        temporal_split(frame.drop("timestamp"), 0.2)
+
+
+def test_predefined_takes_the_given_pairs_and_needs_them():
+    frame = _random_interactions(seed=2)
+    test = frame.head(5)
+    train = frame.slice(5)
+    split = make_split(train, SplitSettings(strategy="predefined"), test)
+    assert split.train.equals(train) and _pairs(split.val) == _pairs(test)
+    with pytest.raises(ValueError, match="GAMEREC_TEST_PATH"):
+        make_split(train, SplitSettings(strategy="predefined"), None)
+
+
+def test_the_tuning_split_follows_the_protocol():
+    frame = _random_interactions(n_users=80, seed=9)
+    evaluation = temporal_split(frame, 0.2)
+    carved = tuning_split(evaluation.train, "temporal", 0, heldout=evaluation.val)
+    assert carved.train["timestamp"].max() < carved.val["timestamp"].min()
+    share = carved.report["pairs_after_cutoff"] / evaluation.train.height
+    assert share == pytest.approx(evaluation.val.height / frame.height, abs=0.03)
+    # predefined: each user holds out the share of games the test file holds out for them
+    test = frame.filter(pl.col("item_idx") % 3 == 0)
+    train = frame.filter(pl.col("item_idx") % 3 != 0)
+    carved = tuning_split(train, "predefined", 4, heldout=test)
+    per_user = (
+        train.group_by("user_idx")
+        .agg(games=pl.len())
+        .join(test.group_by("user_idx").agg(tests=pl.len()), on="user_idx", how="left")
+        .join(carved.val.group_by("user_idx").agg(held=pl.len()), on="user_idx", how="left")
+        .fill_null(0)
+    )
+    expected = per_user["tests"] / (per_user["games"] + per_user["tests"]) * per_user["games"]
+    expected = expected.round().clip(0, per_user["games"] - 1)
+    assert per_user["held"].to_list() == expected.cast(pl.Int64).to_list()
+    assert not _pairs(carved.val) & _pairs(carved.train)
+    assert _pairs(carved.val) | _pairs(carved.train) == _pairs(train)
+    again = tuning_split(train, "predefined", 4, heldout=test)
+    assert again.val.equals(carved.val)  # seeded

@@ -18,10 +18,20 @@ import polars as pl
 
 from gamerec_assets.core.io import file_sha256
 from gamerec_assets.core.settings import TrainConfig, Tuning
-from gamerec_assets.core.splits import leave_one_out_split, read_split_frame
+from gamerec_assets.core.splits import read_split_frame, tuning_split
 from gamerec_assets.core.training.checkpoint import save_checkpoint
 from gamerec_assets.core.training.loop import TrainingPairs, TrainResult, TuningSet, train_model
 from gamerec_assets.core.training.world import SINGLE_PROCESS, World, backend_for
+
+
+@dataclass(frozen=True)
+class KnownLength:
+    """How long to train, known from a search trial that trained this very configuration on
+    this very tuning split (`core.tuning`): the selection phase need not run again."""
+
+    periods: int
+    best_epoch: float
+    tuning_ndcg: list[float]
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,10 @@ class TrainingJob:
     checkpoint_path: str
     config: TrainConfig = field(default_factory=TrainConfig)
     split_strategy: str = "max_playtime"
-    tune_k: int = Tuning().k
+    heldout_path: str | None = None
+    """The evaluation hold-out, read only for its shape: a temporal or predefined tuning split
+    holds out the same share of the training data."""
+    tuning: Tuning = field(default_factory=Tuning)
     input_paths: tuple[str, ...] = ()
     """Files the model depends on; their hashes go into the checkpoint."""
     state_dir: str | None = None
@@ -43,15 +56,19 @@ class TrainingJob:
     """The device setting (`auto`, `cpu`, `cuda`); each torchrun worker takes its own GPU."""
     num_threads: int = 0
     """torch threads per process of a torchrun job (0: torch's default)."""
+    known_length: KnownLength | None = None
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "config": asdict(self.config)}, indent=2)
+        return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "TrainingJob":
         values = json.loads(text)
         values["config"] = TrainConfig(**values["config"])
+        values["tuning"] = Tuning(**values.get("tuning", {}))
         values["input_paths"] = tuple(values["input_paths"])
+        if values.get("known_length"):
+            values["known_length"] = KnownLength(**values["known_length"])
         return cls(**values)
 
 
@@ -72,6 +89,11 @@ def pairs_from_frame(frame: pl.DataFrame) -> TrainingPairs:
     return TrainingPairs(frame["user_idx"].to_numpy(), frame["item_idx"].to_numpy(), hours)
 
 
+MIN_REFIT_SHARE = 0.01
+"""Refit only when the tuning split held out at least this share of the training pairs: below
+it the tuned model has seen (nearly) all of them, and a refit would double the cost."""
+
+
 def fit_two_tower(
     train: pl.DataFrame,
     n_users: int,
@@ -81,38 +103,76 @@ def fit_two_tower(
     world: World = SINGLE_PROCESS,
     log: Callable[[str], None] = print,
     state_dir: str | Path | None = None,
-    tune_k: int = Tuning().k,
+    tuning: Tuning = Tuning(),
     progress: bool | None = None,
+    heldout: pl.DataFrame | None = None,
+    known_length: KnownLength | None = None,
 ) -> FitResult:
-    """Train on an indexed training split, selecting epochs on a tuning split carved from it.
+    """Train on an indexed training split, selecting its length on a tuning split carved from it
+    (or taking `known_length`, when a search trial already selected it).
 
     With `state_dir`, each phase (tune, refit or train) saves its state there after every
-    epoch (`<phase>.pt`), and a rerun on the same data and configuration resumes from it.
+    period (`<phase>.pt`), and a rerun on the same data and configuration resumes from it.
     """
 
     def phase(name: str) -> dict[str, Any]:
         state = None if state_dir is None else Path(state_dir) / f"{name}.pt"
-        return dict(world=world, log=log, progress=progress, state_path=state, phase=name)
+        return dict(
+            world=world,
+            log=log,
+            progress=progress,
+            state_path=state,
+            phase=name,
+            period_pairs=tuning.every_pairs,
+        )
 
-    carved = (
-        leave_one_out_split(train, split_strategy, config.seed) if config.select_epochs else None
-    )
+    if known_length is not None and config.select_epochs and config.refit:
+        log(f"training for epoch {known_length.best_epoch:g}, the length the search chose")
+        final = train_model(
+            pairs_from_frame(train),
+            n_users,
+            n_items,
+            replace(config, select_epochs=False),
+            periods=known_length.periods,
+            **phase("refit"),
+        )
+        final.tuning_ndcg = list(known_length.tuning_ndcg)
+        final.best_epoch, final.best_period = known_length.best_epoch, known_length.periods
+        final.config = config
+        return FitResult(final=final)
+    carved = None
+    if config.select_epochs:
+        carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if carved is None or carved.val.height == 0:
         final = train_model(pairs_from_frame(train), n_users, n_items, config, **phase("train"))
         return FitResult(final=final)
     tuning_set = TuningSet(
-        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tune_k
+        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
     )
     tuned = train_model(
         pairs_from_frame(carved.train), n_users, n_items, config, tuning=tuning_set, **phase("tune")
     )
-    if not config.refit:
+    share = carved.val.height / train.height
+    if not config.refit or share < MIN_REFIT_SHARE:
+        if config.refit:
+            log(
+                f"no refit: the tuning split held out {share:.2%} of the training pairs, so the "
+                "tuned model is the final one"
+            )
         return FitResult(final=tuned, tuning=tuned)
-    refit_config = replace(config, epochs=tuned.best_epoch, select_epochs=False)
-    final = train_model(pairs_from_frame(train), n_users, n_items, refit_config, **phase("refit"))
+    refit_config = replace(config, select_epochs=False)
+    final = train_model(
+        pairs_from_frame(train),
+        n_users,
+        n_items,
+        refit_config,
+        periods=tuned.best_period,
+        **phase("refit"),
+    )
     final.tuning_ndcg = list(tuned.tuning_ndcg)
-    final.best_epoch = tuned.best_epoch
-    final.config = config  # as configured; best_epoch says how many epochs the refit ran
+    final.tuning_ndcg_error = list(tuned.tuning_ndcg_error)
+    final.best_epoch, final.best_period = tuned.best_epoch, tuned.best_period
+    final.config = config  # as configured; best_epoch says how long the refit ran
     return FitResult(final=final, tuning=tuned)
 
 
@@ -122,6 +182,7 @@ def run_training(
     """Train as `job` says; rank 0 writes the checkpoint. Every process of a job calls this."""
     log = log if world.is_main else _quiet
     train = read_split_frame(job.train_path)
+    heldout = read_split_frame(job.heldout_path) if job.heldout_path else None
     if world.size > 1:
         log(
             f"rank 0 of {world.size} processes ({backend_for(world.device)}): {train.height} "
@@ -137,7 +198,9 @@ def run_training(
         world=world,
         log=log,
         state_dir=job.state_dir,
-        tune_k=job.tune_k,
+        tuning=job.tuning,
+        heldout=heldout,
+        known_length=job.known_length,
     )
     if world.is_main:
         final = fit.final
@@ -150,6 +213,7 @@ def run_training(
                 "best_epoch": final.best_epoch,
                 "epoch_losses": list(final.epoch_losses),
                 "tuning_ndcg": list(final.tuning_ndcg),
+                "tuning_ndcg_error": list(final.tuning_ndcg_error),
             },
             extra={
                 "inputs": {Path(path).name: file_sha256(path) for path in job.input_paths},

@@ -8,11 +8,16 @@ positive) competes with every other item of the batch (its negatives):
   games are not over-penalised for being sampled as negatives more often;
 - accidental hits: the same game twice in a batch is not its own negative (its logit is set
   to a large finite negative number: -inf in a fully masked row would give NaN);
+- uniform negatives: extra games drawn uniformly from the catalog, shared by the batch, so
+  rare games are negatives too (in-batch negatives are popular ones); the logQ correction is
+  then that of the mixture of both samplers;
 - positive weights (e.g. from play time): the loss is the weighted mean over the batch.
 In a job of several processes, `item_vectors`/`item_ids` are the whole global batch and the
 users are this process's share; the loss is scaled so that DDP's average over processes is
 the loss of the global batch.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -32,20 +37,39 @@ class RetrievalLoss:
         self.log_q = log_q
         self.mask_accidental_hits = mask_accidental_hits
 
+    def correction(self, item_ids: torch.Tensor, batch_size: int, n_uniform: int) -> torch.Tensor:
+        """log(expected count of each item among a row's candidates): `batch_size` in-batch
+        items drawn by training frequency plus `n_uniform` drawn uniformly from the catalog
+        (the mixed-negative correction of Yang et al. 2020). With no uniform ones it is
+        log_q plus a constant, which the softmax ignores."""
+        log_q = self.log_q[item_ids]
+        if n_uniform == 0:
+            return log_q
+        uniform = math.log(n_uniform / len(self.log_q))
+        return torch.logaddexp(log_q + math.log(batch_size), torch.full_like(log_q, uniform))
+
     def logits(
         self,
         user_vectors: torch.Tensor,
         item_vectors: torch.Tensor,
         item_ids: torch.Tensor,
         positives: torch.Tensor,
+        uniform: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """[users, batch] logits: row b scores user b against every item of the batch;
+        """[users, batch (+ uniform)] logits: row b scores user b against every item of the
+        batch, then against the `uniform` negatives (their vectors, their ids) when given;
         `positives[b]` is the column of user b's own item."""
+        own = item_ids[positives]
+        if uniform is not None:
+            item_vectors = torch.cat([item_vectors, uniform[0]])
+            item_ids = torch.cat([item_ids, uniform[1]])
+        n_uniform = 0 if uniform is None else len(uniform[1])
         logits = user_vectors @ item_vectors.T / self.temperature
         if self.log_q is not None:
-            logits = logits - self.log_q[item_ids][None, :]
+            correction = self.correction(item_ids, len(item_ids) - n_uniform, n_uniform)
+            logits = logits - correction[None, :]
         if self.mask_accidental_hits:
-            same_item = item_ids[positives][:, None] == item_ids[None, :]
+            same_item = own[:, None] == item_ids[None, :]
             same_item[torch.arange(len(positives), device=same_item.device), positives] = False
             logits = logits.masked_fill(same_item, ACCIDENTAL_HIT_LOGIT)
         return logits
@@ -58,6 +82,7 @@ class RetrievalLoss:
         positives: torch.Tensor | None = None,
         weights: torch.Tensor | None = None,
         world_size: int = 1,
+        uniform: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The (weighted) mean softmax loss of the batch, or this process's share of it.
 
@@ -66,7 +91,7 @@ class RetrievalLoss:
         """
         if positives is None:
             positives = torch.arange(len(user_vectors), device=user_vectors.device)
-        logits = self.logits(user_vectors, item_vectors, item_ids, positives)
+        logits = self.logits(user_vectors, item_vectors, item_ids, positives, uniform)
         row_losses = F.cross_entropy(logits, positives, reduction="none")
         if weights is None:
             return row_losses.sum() * world_size / len(item_ids)

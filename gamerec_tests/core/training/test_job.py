@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from gamerec_assets.core.io import file_sha256
-from gamerec_assets.core.settings import TrainConfig
-from gamerec_assets.core.splits import leave_one_out_split
+from gamerec_assets.core.settings import TrainConfig, Tuning
+from gamerec_assets.core.splits import leave_one_out_split, tuning_split
 from gamerec_assets.core.training.checkpoint import checkpoint_config, load_checkpoint
 from gamerec_assets.core.training.job import (
     TrainingJob,
@@ -48,7 +48,7 @@ def test_fit_selects_epochs_then_refits_on_all_rows():
     assert_same_weights(tuned.model, expected_tuned.model)
     assert tuned.tuning_ndcg == expected_tuned.tuning_ndcg
     expected_final = train_model(
-        pairs_from_frame(frame), 20, 12, replace(FIT, epochs=tuned.best_epoch), log=quiet
+        pairs_from_frame(frame), 20, 12, FIT, periods=tuned.best_period, log=quiet
     )
     assert_same_weights(final.model, expected_final.model)
 
@@ -100,7 +100,7 @@ def test_a_job_survives_its_json_form():
         checkpoint_path="/a/two_tower.pt",
         config=replace(TrainConfig(), lr=0.01, nproc=2),
         split_strategy="latest",
-        tune_k=10,
+        tuning=Tuning(k=10, sample_users=100, every_pairs=5000),
         input_paths=("/a/catalog.parquet",),
         state_dir="/a/state",
         device="cpu",
@@ -131,3 +131,28 @@ def test_run_training_writes_a_checkpoint_that_records_its_inputs(tmp_path):
     assert payload["extra"]["tuning_epoch_losses"] == fit.tuning.epoch_losses
     assert payload["tuning_ndcg"] == fit.tuning.tuning_ndcg
     assert lines[-1].startswith(f"wrote {job.checkpoint_path} after")
+
+
+def test_the_tuning_split_holds_out_for_a_sample_of_users_only():
+    frame = train_frame()
+    whole = tuning_split(frame, "max_playtime", 0)
+    sampled = tuning_split(frame, "max_playtime", 0, n_users=5)
+    assert whole.val.height == 20 and sampled.val.height == 5
+    assert sampled.train.height + sampled.val.height == frame.height
+    assert sampled.val.join(whole.val, on=["user_idx", "item_idx"]).height == 5  # same games
+    others = sampled.train.filter(~pl.col("user_idx").is_in(sampled.val["user_idx"].implode()))
+    assert others.group_by("user_idx").len()["len"].min() == 6  # the rest keep every game
+    assert tuning_split(frame, "max_playtime", 0, n_users=5).val.equals(sampled.val)  # seeded
+    assert not tuning_split(frame, "max_playtime", 1, n_users=5).val.equals(sampled.val)
+
+
+def test_no_refit_when_the_tuning_split_is_a_tiny_share_of_the_pairs():
+    frame = train_frame()  # 120 pairs: one tuning user holds out 0.8%
+    lines: list[str] = []
+    tuning = Tuning(sample_users=1)
+    config = replace(FIT, select_epochs=True, refit=True)
+    fit = fit_two_tower(frame, 20, 12, config, tuning=tuning, log=lines.append)
+    assert fit.final is fit.tuning
+    assert lines[-1].startswith("no refit: the tuning split held out 0.83% of the training pairs")
+    refit = fit_two_tower(frame, 20, 12, config, tuning=Tuning(sample_users=2), log=quiet)
+    assert refit.final is not refit.tuning  # 1.7%: refit

@@ -9,6 +9,7 @@ import torch
 from gamerec_assets.core.model import TwoTower, UserHistory
 from gamerec_assets.core.training import loop as loop_module
 from gamerec_assets.core.training.loop import (
+    Schedule,
     TrainingPairs,
     TuningSet,
     make_optimizer,
@@ -16,9 +17,11 @@ from gamerec_assets.core.training.loop import (
     train_model,
 )
 from gamerec_assets.core.training.loss import playtime_weights
+from gamerec_assets.core.training.optim import RowAdam
 from gamerec_tests.core.training.helpers import (
     ALL_OPTIONS,
     FAST,
+    assert_same_weights,
     clusters_with_hours,
     own_cluster_scores_highest,
     quiet,
@@ -147,14 +150,16 @@ def test_tuning_keeps_the_best_epoch_and_stops_early():
     lines: list[str] = []
     result = train_model(pairs, 20, 12, config, tuning=tuning, log=lines.append, progress=False)
     curve = result.tuning_ndcg
-    assert [line.rsplit(" ", 1)[1] for line in lines] == [f"{score:.4f}" for score in curve]
+    assert [line.split("NDCG@3 ")[1].split(" ")[0] for line in lines] == [
+        f"{score:.4f}" for score in curve
+    ]
     assert all("tuning NDCG@3" in line for line in lines)
     assert len(curve) == len(result.epoch_losses)
     assert result.best_epoch == int(np.argmax(curve)) + 1
-    assert len(curve) == result.best_epoch + config.patience < config.epochs  # stopped early
-    assert max(curve[result.best_epoch :]) <= curve[result.best_epoch - 1]
+    assert len(curve) == result.best_period + config.patience < config.epochs  # stopped early
+    assert max(curve[result.best_period :]) <= curve[result.best_period - 1]
     history = UserHistory.from_pairs(pairs.users, pairs.items, 20)
-    assert tuning.score(result.model, history) == pytest.approx(max(curve), abs=1e-12)
+    assert tuning.score(result.model, history)[0] == pytest.approx(max(curve), abs=1e-12)
     assert curve[-1] < max(curve)  # so the last epoch's weights would score differently
 
 
@@ -166,7 +171,7 @@ def test_tuning_restores_the_best_epochs_weights(monkeypatch):
     def scripted_score(self, model, history, world):
         real_score(self, model, history, world)  # still runs, on the model as it is
         states.append({k: v.clone() for k, v in model.state_dict().items()})
-        return next(scripted)
+        return next(scripted), 0.01
 
     monkeypatch.setattr(loop_module.TuningSet, "score", scripted_score)
     pairs, tuning = tuning_data()
@@ -189,7 +194,7 @@ def test_without_tuning_best_epoch_is_the_last():
 # --- sparse gradients ----------------------------------------------------------------------------
 
 
-def test_sparse_training_uses_sparse_adam_and_leaves_untouched_rows_alone():
+def test_sparse_training_uses_row_adam_and_leaves_untouched_rows_alone():
     """With sparse gradients an optimizer step changes only the rows in the batch."""
     users, items = two_clusters()
     config = replace(FAST, sparse_gradients=True, epochs=1, batch_size=len(users))
@@ -199,12 +204,12 @@ def test_sparse_training_uses_sparse_adam_and_leaves_untouched_rows_alone():
     after = result.model.state_dict()["item_embedding.weight"]
     assert torch.equal(after[10:], before["item_embedding.weight"][10:])
     assert not torch.equal(after[:10], before["item_embedding.weight"][:10])
-    assert isinstance(make_optimizer(result.model, config), torch.optim.SparseAdam)
+    assert isinstance(make_optimizer(result.model, config), RowAdam)
     assert isinstance(make_optimizer(result.model, FAST), torch.optim.AdamW)
 
 
 def test_sparse_training_learns_the_clusters_and_is_deterministic():
-    config = replace(ALL_OPTIONS, sparse_gradients=True, weight_decay=0.0, epochs=10)
+    config = replace(ALL_OPTIONS, sparse_gradients=True, epochs=10)
     first, again = train_all_options(config), train_all_options(config)
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[name]), name
@@ -214,3 +219,72 @@ def test_sparse_training_learns_the_clusters_and_is_deterministic():
     assert own_cluster_scores_highest(
         first.model.user_vectors(history) @ first.model.item_vectors().T
     )
+
+
+# --- periods shorter than an epoch, and the history sample ----------------------------------------
+
+
+def test_a_period_is_an_epoch_or_the_given_number_of_pairs():
+    assert Schedule.of(1000, 100).period_steps == 10
+    long_epochs = Schedule.of(1000, 100, period_pairs=250)
+    assert (long_epochs.period_steps, long_epochs.periods_per_epoch) == (3, 4)
+    assert long_epochs.epochs(6) == 1.5
+    assert Schedule.of(1000, 100, period_pairs=5000).period_steps == 10  # never above an epoch
+
+
+def test_tuning_scores_periods_inside_an_epoch_and_a_refit_trains_as_many_periods():
+    pairs, tuning = tuning_data()
+    config = replace(FAST, epochs=3, seed=0, patience=2)
+    lines: list[str] = []
+    result = train_model(
+        pairs, 20, 12, config, tuning=tuning, log=lines.append, period_pairs=40
+    )  # 100 pairs an epoch, batches of 16: periods of 3 steps, 3 periods an epoch
+    assert lines[0].startswith("train epoch 0.333: loss") and "NDCG@3" in lines[0]
+    assert len(result.tuning_ndcg) == len(result.epoch_losses) == len(lines)
+    assert result.best_epoch == pytest.approx(result.best_period / 3, abs=1e-3)
+    again = train_model(pairs, 20, 12, config, log=quiet, period_pairs=40, periods=4)
+    assert len(again.epoch_losses) == 4 and again.best_period == 4
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    users, items, hours = clusters_with_hours()
+    pairs = TrainingPairs(users, items, hours)
+    config = replace(ALL_OPTIONS, epochs=2, history_sample=2)
+    uninterrupted = train_model(pairs, 20, 10, config, log=quiet, period_pairs=40)
+
+    def stop(message: str) -> None:
+        if message.startswith("train epoch 0.667"):  # the second of three periods
+            raise RuntimeError("killed")
+
+    state = tmp_path / "train.pt"
+    with pytest.raises(RuntimeError, match="killed"):
+        train_model(pairs, 20, 10, config, log=stop, state_path=state, period_pairs=40)
+    lines: list[str] = []
+    resumed = train_model(
+        pairs, 20, 10, config, log=lines.append, state_path=state, period_pairs=40
+    )
+    assert "epoch 0.667 of at most 2 was complete" in lines[0]
+    assert resumed.epoch_losses == uninterrupted.epoch_losses
+    assert_same_weights(resumed.model, uninterrupted.model)
+
+
+def test_each_training_pair_pools_at_most_the_history_sample(monkeypatch):
+    sizes: list[int] = []
+    real_pool = TwoTower.pool_history
+
+    def recording_pool(self, bags):
+        counts = torch.diff(torch.cat([bags.offsets, torch.tensor([len(bags.items)])]))
+        if self.training:
+            sizes.extend(counts.tolist())
+        return real_pool(self, bags)
+
+    monkeypatch.setattr(TwoTower, "pool_history", recording_pool)
+    config = replace(ALL_OPTIONS, epochs=1, history_sample=3, history_dropout=0.0)  # 4 others
+    train_all_options(config)
+    assert sizes and max(sizes) == 3
+    sizes.clear()
+    train_all_options(replace(config, history_sample=0))  # 0: every other game
+    assert set(sizes) == {4}
+    sizes.clear()
+    train_all_options(replace(config, history_sample=0, history_dropout=0.5))
+    assert set(sizes) <= {1, 2, 3, 4} and 1 in sizes and 4 in sizes  # dropped, never empty

@@ -160,3 +160,31 @@ def test_playtime_weights_properties():
     raw = 1.0 + np.log1p(np.array([0.0, 1.0, 10.0, 100.0, 0.0, 0.0]))
     assert np.allclose(weights.numpy(), raw / raw.mean(), atol=1e-6)
     assert torch.allclose(playtime_weights(np.full(4, 7.0)), torch.ones(4))
+
+
+def test_uniform_negatives_are_extra_columns_with_the_mixture_correction():
+    """Two in-batch items drawn by frequency plus three uniform draws from a catalog of 4:
+    each candidate's expected count is 2 * share + 3 / 4, and its log is what is subtracted,
+    for in-batch and uniform columns alike; a uniform draw of a row's own game is masked."""
+    log_q = item_log_frequencies(np.array([0, 0, 0, 1]), n_items=4)  # shares .75 .25 0 0
+    shares = np.exp(log_q.numpy())
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -0.5]])
+    batch, uniform = torch.tensor([0, 1]), torch.tensor([2, 0, 3])
+    loss = RetrievalLoss(0.5, log_q, mask_accidental_hits=True)
+    logits = loss.logits(users, table[batch], batch, torch.arange(2), (table[uniform], uniform))
+    assert logits.shape == (2, 5)
+    columns = torch.cat([batch, uniform])
+    expected = users @ table[columns].T / 0.5 - torch.tensor(
+        np.log(2 * shares[columns.numpy()] + 3 / 4), dtype=torch.float32
+    )
+    expected[0, 3] = ACCIDENTAL_HIT_LOGIT  # row 0's own game 0, drawn uniformly
+    assert torch.allclose(logits, expected, atol=1e-5)
+    plain = RetrievalLoss(0.5).logits(users, table[batch], batch, torch.arange(2))
+    none = (table[:0], batch[:0])
+    assert torch.allclose(
+        RetrievalLoss(0.5).logits(users, table[batch], batch, torch.arange(2), none), plain
+    )
+    with_uniform = loss(users, table[batch], batch, uniform=(table[uniform], uniform))
+    without = RetrievalLoss(0.5, log_q, True)(users, table[batch], batch)
+    assert with_uniform.item() > without.item()  # more negatives, a harder softmax

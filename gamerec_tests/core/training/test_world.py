@@ -74,8 +74,18 @@ def test_training_in_a_process_group_of_one_equals_training_without_one(gloo_wor
 # --- a real job: torchrun, 2 gloo processes -----------------------------------------------------
 
 BATCH = 257  # odd: the two shares differ by one row
-CONFIG = replace(TrainConfig(), epochs=4, batch_size=BATCH, embed_dim=16, lr=0.01)
-"""The project's default model (history tower, sparse gradients, every correction), small."""
+CONFIG = replace(
+    TrainConfig(),
+    epochs=4,
+    batch_size=BATCH,
+    embed_dim=16,
+    lr=0.01,
+    negatives=32,
+    history_dropout=0.2,
+    weight_decay=1e-3,
+)
+"""The project's default model (history tower, sparse gradients, every correction), small,
+with uniform negatives, history dropout and lazy weight decay on."""
 
 
 @pytest.fixture(scope="module")

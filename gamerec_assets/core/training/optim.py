@@ -1,0 +1,78 @@
+"""The optimizers: AdamW on the rows a batch touched (sparse gradients), AdamW otherwise.
+
+`RowAdam` is lazy AdamW, as torch's `SparseAdam` (a row's moments and weights change only when
+a batch touches it; one step count per table for the bias correction), built from row
+gathers and torch's fused Adam kernel: each step reads the touched rows of the weights and
+both moments (`index_select`), updates them in one fused pass (`torch.optim.adam.adam`,
+`fused=True`), and writes them back (`index_copy_`). SparseAdam builds three sparse tensors
+and merges them into dense ones every step, about twenty passes over the touched rows where
+this takes seven; on this project's CPUs those passes are memory-bound, and the optimizer
+was most of a training step (see `benchmarks/optimizers.py`). It takes the gradients DDP
+all-reduced (duplicate rows are merged first), so one process and N train alike.
+
+Weight decay is decoupled (AdamW's) and, being lazy, applies to the rows a batch touched: a
+game decays each time it is trained, so frequent games are regularised more often than rare
+ones (frequency-aware L2, as in Zhang et al. 2018 and large-scale embedding training).
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch.optim.adam import adam
+
+
+class RowAdam(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:  # noqa: ANN001 - the Optimizer signature
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if not param.grad.is_sparse:
+                    raise ValueError("RowAdam takes sparse gradients; use AdamW for dense ones")
+                grad = param.grad.coalesce()  # one row per index: DDP concatenates shares
+                self._update_rows(param, grad.indices()[0], grad.values(), group)
+
+    def _update_rows(
+        self, param: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict
+    ) -> None:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        weights = param.index_select(0, rows)
+        exp_avg = state["exp_avg"].index_select(0, rows)
+        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
+        beta1, beta2 = group["betas"]
+        adam(
+            [weights],
+            [grads.contiguous()],
+            [exp_avg],
+            [exp_avg_sq],
+            [],
+            [state["step"]],
+            fused=True,
+            decoupled_weight_decay=True,
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group.get("weight_decay", 0.0),
+            eps=group["eps"],
+            maximize=False,
+        )
+        param.index_copy_(0, rows, weights)
+        state["exp_avg"].index_copy_(0, rows, exp_avg)
+        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)

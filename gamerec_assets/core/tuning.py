@@ -1,0 +1,215 @@
+"""Automatic per-data-set tuning: an Optuna study of the settings that matter, on the tuning
+split carved from the training data (never the evaluation hold-out).
+
+Each trial trains the model with some settings on the tuning split's training part and
+scores it after every period; the trial's value is its best tuning NDCG (its length chosen as
+the graph chooses it), and TPE proposes the next settings from the trials so far. Trials that
+score below the median of earlier trials at the same period are pruned early. The first trial
+is the declared defaults, so the search can only return something at least as good on the
+tuning split. The study lives in a journal file, so a killed search resumes with the trials it
+had, and the result records the best settings, the length they trained for, and every trial.
+"""
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import polars as pl
+
+from gamerec_assets.core.io import write_json_atomic
+from gamerec_assets.core.settings import SEARCH_SPACE, TrainConfig, Tuning
+from gamerec_assets.core.splits import tuning_split
+from gamerec_assets.core.training.job import KnownLength, pairs_from_frame
+from gamerec_assets.core.training.loop import TuningSet, train_model
+from gamerec_assets.core.training.world import SINGLE_PROCESS, World
+
+
+def suggest(trial: optuna.Trial, name: str) -> Any:
+    """A value of setting `name` from its range in `SEARCH_SPACE`."""
+    kind, values = SEARCH_SPACE[name]
+    if kind == "choice":
+        return trial.suggest_categorical(name, list(values))
+    return trial.suggest_float(name, values[0], values[1], log=kind == "log")
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    """What a search found: the best settings, how long they trained, and every trial."""
+
+    params: dict[str, Any]
+    best_period: int
+    best_epoch: float
+    tuning_ndcg: float
+    trial_config: dict[str, Any]
+    """Every training setting of the best trial (searched and fixed), to tell whether a
+    training run can reuse its length without choosing it again."""
+    tuning_curve: list[float]
+    """The best trial's tuning NDCG after each period."""
+    trials: list[dict[str, Any]]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "TuningResult":
+        return cls(**values)
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        """`config` with the searched settings replaced by the best ones found."""
+        return replace(config, **self.params)
+
+
+def search(
+    train: pl.DataFrame,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    tuning: Tuning,
+    split_strategy: str,
+    heldout: pl.DataFrame | None,
+    study_path: Path,
+    study_name: str,
+    fixed: set[str] | frozenset[str] = frozenset(),
+    log: Callable[[str], None] = print,
+    world: World = SINGLE_PROCESS,
+) -> TuningResult | None:
+    """Run (or resume) the study of `tuning.params` but the `fixed` ones, within
+    `tuning.trials` trials and `tuning.minutes` minutes; None when there is nothing to search
+    or tune on."""
+    params = tuning.searched(fixed)
+    carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
+    if not params or tuning.trials == 0 or carved.val.height == 0:
+        return None
+    pairs = pairs_from_frame(carved.train)
+    tuning_set = TuningSet(
+        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
+    )
+    study = _study(study_path, study_name, config, params)
+    started = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial_config = replace(config, **{name: suggest(trial, name) for name in params})
+        trial_started = time.perf_counter()
+
+        def report(period: int, score: float) -> None:
+            trial.report(score, period)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after period {period}")
+
+        result = train_model(
+            pairs,
+            n_users,
+            n_items,
+            trial_config,
+            world=world,
+            tuning=tuning_set,
+            log=lambda _: None,
+            phase=f"trial {trial.number}",
+            period_pairs=tuning.every_pairs,
+            on_score=report,
+            progress=False,
+        )
+        trial.set_user_attr("best_period", result.best_period)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("seconds", time.perf_counter() - trial_started)
+        trial.set_user_attr("trial_config", trial_config.model_dict())
+        trial.set_user_attr("tuning_ndcg", result.tuning_ndcg)
+        return max(result.tuning_ndcg)
+
+    done = len([t for t in study.trials if t.state.is_finished()])
+    remaining = max(0, tuning.trials - done)
+    if remaining:
+        log(f"tuning {', '.join(params)}: {remaining} trial(s) left of {tuning.trials}")
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=tuning.minutes * 60 if tuning.minutes else None,
+            callbacks=[_log_trial(log)],
+        )
+    return _result(study, time.perf_counter() - started)
+
+
+def _study(path: Path, name: str, config: TrainConfig, params: list[str]) -> optuna.Study:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the journal storage is flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(path))
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        load_if_exists=True,
+    )
+    if not study.trials:  # the declared defaults first: the search starts from them
+        study.enqueue_trial({name: getattr(config, name) for name in params})
+    return study
+
+
+def _log_trial(log: Callable[[str], None]) -> Callable[[optuna.Study, Any], None]:
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+        value = "pruned" if trial.value is None else f"tuning NDCG {trial.value:.4f}"
+        log(f"trial {trial.number}: {value} ({shown}); best so far {study.best_value:.4f}")
+
+    return callback
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _result(study: optuna.Study, seconds: float) -> TuningResult | None:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    best = max(complete, key=lambda trial: trial.value)
+    trials = [
+        {
+            "number": trial.number,
+            "state": trial.state.name.lower(),
+            "value": trial.value,
+            "params": trial.params,
+            "last_score": max(trial.intermediate_values.values(), default=None),
+            "best_epoch": trial.user_attrs.get("best_epoch"),
+            "seconds": trial.user_attrs.get("seconds"),
+        }
+        for trial in study.trials
+    ]
+    return TuningResult(
+        params=dict(best.params),
+        best_period=best.user_attrs["best_period"],
+        best_epoch=best.user_attrs["best_epoch"],
+        tuning_ndcg=best.value,
+        trial_config=best.user_attrs["trial_config"],
+        tuning_curve=best.user_attrs["tuning_ndcg"],
+        trials=trials,
+        seconds=seconds,
+    )
+
+
+def write_result(path: Path, result: TuningResult | None) -> None:
+    write_json_atomic(path, None if result is None else result.to_json())
+
+
+def read_result(path: Path) -> TuningResult | None:
+    values = json.loads(path.read_text(encoding="utf-8"))
+    return None if values is None else TuningResult.from_json(values)
+
+
+def reusable_length(result: TuningResult | None, config: TrainConfig) -> KnownLength | None:
+    """The best trial's length when `config` is exactly what that trial trained with (nothing
+    was set differently since): a training run may then skip choosing it again."""
+    if result is None or config.model_dict() != result.trial_config or not result.best_period:
+        return None
+    return KnownLength(result.best_period, result.best_epoch, list(result.tuning_curve))

@@ -1,0 +1,85 @@
+"""The automatic search: defaults first, fixed settings kept, a resumable study, and a result
+a training run can take its settings and its length from."""
+
+from dataclasses import replace
+
+import pytest
+
+from gamerec_assets.core.settings import SEARCH_SPACE, SettingError, TrainConfig, Tuning
+from gamerec_assets.core.training.job import fit_two_tower
+from gamerec_assets.core.tuning import read_result, reusable_length, search, write_result
+from gamerec_tests.core.training.helpers import quiet, train_frame
+
+SMALL = replace(
+    TrainConfig(), epochs=3, batch_size=16, embed_dim=8, patience=1, negatives=0, seed=1
+)
+TUNING = Tuning(trials=3, minutes=0, params="lr,temperature,negatives")
+
+
+def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study"):
+    return search(
+        train_frame(),
+        20,
+        12,
+        SMALL,
+        tuning,
+        "max_playtime",
+        None,
+        tmp_path / "study.journal",
+        name,
+        fixed=fixed,
+        log=quiet,
+    )
+
+
+def test_the_search_starts_from_the_defaults_and_returns_the_best_trial(tmp_path):
+    result = run_search(tmp_path)
+    assert result is not None and len(result.trials) == 3
+    first = result.trials[0]
+    assert first["params"] == {"lr": SMALL.lr, "temperature": SMALL.temperature, "negatives": 0}
+    finished = [t for t in result.trials if t["state"] == "complete"]
+    assert result.tuning_ndcg == max(t["value"] for t in finished)
+    assert set(result.params) == {"lr", "temperature", "negatives"}
+    lo, hi = SEARCH_SPACE["lr"][1]
+    assert all(lo <= t["params"]["lr"] <= hi for t in result.trials[1:])
+    assert result.best_period >= 1 and len(result.tuning_curve) >= result.best_period
+
+
+def test_fixed_settings_are_not_searched(tmp_path):
+    result = run_search(tmp_path, fixed={"lr", "negatives"})
+    assert set(result.params) == {"temperature"}
+    assert all(t["params"].keys() == {"temperature"} for t in result.trials)
+    assert result.trial_config["lr"] == SMALL.lr
+
+
+def test_a_study_resumes_with_its_trials_and_runs_no_more_than_the_budget(tmp_path):
+    first = run_search(tmp_path)
+    again = run_search(tmp_path)  # the same study, its 3 trials done: nothing is trained
+    assert [t["value"] for t in again.trials] == [t["value"] for t in first.trials]
+    more = run_search(tmp_path, replace(TUNING, trials=4))
+    assert len(more.trials) == 4 and more.trials[:3] == first.trials
+
+
+def test_nothing_to_search_gives_no_result(tmp_path):
+    assert run_search(tmp_path, replace(TUNING, trials=0)) is None
+    assert run_search(tmp_path, fixed={"lr", "temperature", "negatives"}) is None
+
+
+def test_the_result_survives_its_file_and_gives_its_length_to_the_same_config(tmp_path):
+    result = run_search(tmp_path)
+    write_result(tmp_path / "tuned.json", result)
+    assert read_result(tmp_path / "tuned.json") == result
+    tuned = result.apply(SMALL)
+    length = reusable_length(result, tuned)
+    assert length is not None and length.periods == result.best_period
+    assert reusable_length(result, replace(tuned, epochs=7)) is None  # trained otherwise
+    fit = fit_two_tower(train_frame(), 20, 12, tuned, known_length=length, log=quiet)
+    assert fit.tuning is None  # no selection phase: the search's trial was it
+    assert len(fit.final.epoch_losses) == length.periods
+    assert fit.final.tuning_ndcg == result.tuning_curve
+
+
+def test_only_searchable_settings_may_be_listed():
+    with pytest.raises(SettingError, match="GAMEREC_TUNE_PARAMS='lr,epochs'.*epochs cannot"):
+        Tuning(params="lr,epochs")
+    assert Tuning(params="lr, temperature").searched({"lr"}) == ["temperature"]
