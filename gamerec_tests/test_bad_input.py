@@ -142,15 +142,24 @@ def test_invalid_hours_fail_at_ingestion_naming_file_row_and_column(tmp_path, in
 
 
 @pytest.mark.parametrize(
-    "field, value", [("epochs", 0), ("embed_dim", -1), ("lr", 0.0), ("batch_size", 0)]
+    "field, value, allowed",
+    [
+        ("epochs", 0, "> 0"),
+        ("embed_dim", -1, "> 0"),
+        ("lr", 0.0, "> 0"),
+        ("batch_size", 0, ">= 2"),
+        ("batch_size", 1, ">= 2 (a batch of one pair has no in-batch negative: its softmax is 1"),
+    ],
 )
-def test_bad_hyperparameters_fail_the_run_before_any_asset(tmp_path, instance, field, value):
+def test_bad_hyperparameters_fail_the_run_before_any_asset(
+    tmp_path, instance, field, value, allowed
+):
     """Run config reaches the resources when the run starts (the graph runs in one process)."""
     resources = small_resources(tmp_path)
     run_config = {"resources": {"training": {"config": {field: value}}}}
     keys, error = failed_run(resources, instance, run_config)
     assert keys == set()
-    assert f"(training.{field}): expected" in error and "> 0" in error
+    assert f"(training.{field}): expected" in error and allowed in error
     assert not Path(resources["paths"].data_dir).exists()
 
 

@@ -262,3 +262,37 @@ def test_a_dotenv_file_in_the_working_directory_is_read_like_dagster_does(
         "run",
         "LR changed (0.01 -> 0.02)",
     )
+
+
+def test_a_file_replaced_between_fingerprint_and_read_is_never_published_under_the_wrong_one(
+    project, capsys, monkeypatch
+):
+    """The issue's case: the input is fingerprinted, then replaced before `interactions`
+    reads it. What is parsed is the copy of the bytes fingerprinted; after the original is
+    restored, "nothing to materialize" is the truth, and serving answers from it."""
+    from gamerec_assets import materialize as materialize_module
+
+    source = project / "interactions.csv"
+    original = clustered_interactions()
+    original.write_csv(source)
+    replacement = clustered_interactions(n_users=80).with_columns(game_id=pl.col("game_id") + 500)
+    monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
+    monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(source))
+    real_plan = materialize_module.build_plan
+
+    def replace_the_file_then_plan(*args, **kwargs):
+        replacement.write_csv(source)  # after raw_interactions, before interactions
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(materialize_module, "build_plan", replace_the_file_then_plan)
+    assert gamerec(capsys, "materialize")[0] == 0
+    monkeypatch.setattr(materialize_module, "build_plan", real_plan)
+    published = pl.read_parquet(project / "artifacts" / "catalog.parquet")
+    assert sorted(published["game_id"].to_list()) == sorted(original["game_id"].unique())
+
+    original.write_csv(source)  # restored: what serves is what was fingerprinted
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0 and "Nothing to materialize" in output
+    replacement.write_csv(source)  # replaced for good: it is noticed
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert plan_rows(output)["interactions"][:2] == ("stale", "run")
