@@ -21,8 +21,12 @@ warnings.filterwarnings("ignore", message="Parameter `include_sources`", categor
 STAGE_MODULES = (*publishing.UPSTREAM_STAGES, publishing)
 
 
-def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.Definitions:
-    """The project's definitions with the given resources (tests pass temporary folders).
+def build_definitions(
+    resources: Mapping[str, dg.ConfigurableResource],
+    loggers: Mapping[str, dg.LoggerDefinition] | None = None,
+) -> dg.Definitions:
+    """The project's definitions with the given resources (tests pass temporary folders), and
+    `loggers` instead of Dagster's console logger when given (`gamerec materialize`).
 
     The graph is a chain, so steps run in one process: a subprocess per step would re-import
     torch, FAISS and polars each time for no parallelism. It also means nothing forks after
@@ -36,6 +40,7 @@ def build_definitions(resources: Mapping[str, dg.ConfigurableResource]) -> dg.De
         asset_checks=dg.load_asset_checks_from_modules(STAGE_MODULES),
         resources=dict(resources),
         executor=dg.in_process_executor,
+        loggers=dict(loggers) if loggers else None,
     )
 
 

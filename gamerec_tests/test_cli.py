@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import dagster as dg
 import numpy as np
@@ -153,6 +154,13 @@ def test_a_new_cutoff_reevaluates_and_republishes_but_never_rebuilds_the_index(
         ("EMBED_DIM", "0", "EMBED_DIM=0 (training.embed_dim): expected an integer > 0"),
         ("LR", "inf", "LR=inf (training.lr): expected a finite number > 0"),
         ("GAMEREC_SPLIT", "bogus", "expected one of max_playtime, latest, random"),
+        ("BATCH_SIZE", "1.5", "BATCH_SIZE='1.5' (training.batch_size): expected an integer >= 2"),
+        ("BATCH_SIZE", "1", "expected an integer >= 2 (a batch of one pair has no in-batch"),
+        (
+            "GAMEREC_KEEP_SETS",
+            "0",
+            "GAMEREC_KEEP_SETS=0 (paths.keep_sets): expected an integer > 0",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_before_anything_runs(
@@ -296,3 +304,35 @@ def test_a_file_replaced_between_fingerprint_and_read_is_never_published_under_t
     replacement.write_csv(source)  # replaced for good: it is noticed
     code, output = gamerec(capsys, "materialize", "--dry-run")
     assert plan_rows(output)["interactions"][:2] == ("stale", "run")
+
+
+def test_a_failed_quality_gate_says_why_and_that_nothing_was_published(
+    project, capsys, monkeypatch
+):
+    for variable, value in {
+        "LR": "1e-7",
+        "TRAIN_EPOCHS": "1",
+        "GAMEREC_EASE_BASELINE": "0",
+    }.items():
+        monkeypatch.setenv(variable, value)  # a model that cannot beat popularity
+    code = cli.main(["materialize"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert re.search(
+        r"check model_beats_popularity on eval_metrics failed \(blocking\): model recall@20 "
+        r"0\.\d{4} is not above popularity 0\.\d{4}\n",
+        captured.out,
+    )
+    artifacts = project / "artifacts"
+    assert (
+        f"nothing was published (a blocking check failed); nothing is published in {artifacts} "
+        "yet" in captured.out
+    )
+    assert "Traceback" not in captured.err and "Stack Trace" not in captured.err
+
+    code, output = gamerec(capsys, "materialize", "--all", "--select", "serving_set")
+    assert code == 1
+    assert (
+        "  serving_set failed: not publishing: model_beats_popularity on eval_metrics failed "
+        "(model recall@20 0." in output
+    )

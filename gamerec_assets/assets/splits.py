@@ -5,6 +5,8 @@ cannot be evaluated stops the run, before training and before any file is writte
 with two or more games, or a catalog too small for VAL_K (see `require_cutoff_below_catalog`).
 """
 
+import math
+
 import dagster as dg
 import polars as pl
 
@@ -15,6 +17,8 @@ from gamerec_assets.core.splits import leave_one_out_split, require_heldout_user
 from gamerec_assets.resources import EvaluationResource, PathsResource, SplitResource
 from gamerec_assets.versioning import effective_version
 
+CHANCE_RECALL_WARNING = 0.5
+"""Warn when a random ranking's Recall@VAL_K would reach this."""
 SPLIT_NO_LEAKAGE = "split_no_leakage"
 SPLIT_EVAL_USERS_HAVE_TRAIN_DATA = "split_eval_users_have_train_data"
 # Both split checks sit on train_interactions so that, being blocking, they stop training too.
@@ -51,7 +55,11 @@ def leave_one_out_splits(
     interactions = pl.read_parquet(files.interactions)
     result = leave_one_out_split(interactions, strategy=split.strategy, seed=split.seed)
     require_heldout_users(result)
-    require_cutoff_below_catalog(evaluation.k, n_items=int(interactions["item_idx"].max()) + 1)
+    n_items = int(interactions["item_idx"].max()) + 1
+    require_cutoff_below_catalog(evaluation.k, n_items)
+    warning = cutoff_warning(evaluation.k, n_items)
+    if warning:
+        context.log.warning(warning)
     write_parquet_atomic(result.train, files.train_interactions)
     write_parquet_atomic(result.val, files.val_interactions)
     context.log.info(
@@ -83,6 +91,21 @@ def leave_one_out_splits(
             "path": dg.MetadataValue.path(str(files.val_interactions)),
         },
         data_version=content_version(files.val_interactions),
+    )
+
+
+def cutoff_warning(k: int, n_items: int) -> str | None:
+    """A warning when VAL_K is near the catalog size: a held-out game ranks among at most
+    n_items - 1 candidates, so a random ranking already scores Recall@k of about
+    k / (n_items - 1), and Recall@k tells little between models."""
+    chance = k / max(n_items - 1, 1)
+    if chance < CHANCE_RECALL_WARNING:
+        return None
+    largest = math.ceil((n_items - 1) * CHANCE_RECALL_WARNING) - 1
+    return (
+        f"VAL_K={k} is {chance:.0%} of the {n_items - 1} games a held-out game ranks among: a "
+        f"random ranking scores Recall@{k} of about {chance:.2f}, so the metric tells little "
+        f"between models; set VAL_K to at most {largest}"
     )
 
 

@@ -13,6 +13,7 @@ import torch
 from gamerec_assets.assets.common import content_version
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.plots import training_curve_png
+from gamerec_assets.core.processes import children_die_with_me
 from gamerec_assets.core.settings import Paths, TrainConfig
 from gamerec_assets.core.training.checkpoint import (
     checkpoint_config,
@@ -137,7 +138,7 @@ def train_with_torchrun(
     with atomic_path(job_file) as tmp:
         tmp.write_text(replace(job, num_threads=per_process).to_json(), "utf-8")
     invocation = dg.PipesSubprocessClient().run(
-        command=torchrun_command(nproc, job_file), context=context
+        command=torchrun_command(nproc, job_file), context=context, env=children_die_with_me()
     )
     reported = invocation.get_materialize_result().metadata or {}
     return {key: reported[key] for key in ("fit_seconds", "backend") if key in reported}
