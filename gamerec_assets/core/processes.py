@@ -68,8 +68,10 @@ def identity_is_running(identity: str) -> bool | None:
         return False
     except PermissionError:
         pass  # alive, another user's
-    current = _start_ticks(pid)
-    return start == "?" or current is None or current == start
+    fields = _stat_fields(pid)
+    if fields is None:
+        return start == "?"  # no /proc: the pid alone says it
+    return fields[0] != "Z" and (start == "?" or fields[19] == start)  # Z: a zombie, ended
 
 
 def _split_identity(identity: str) -> tuple[str, int | None, str]:
@@ -80,8 +82,14 @@ def _split_identity(identity: str) -> tuple[str, int | None, str]:
 
 def _start_ticks(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux /proc), else None."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name: state, ppid, ..., start time at [19]."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat[stat.rindex(")") + 2 :].split()[19]
+    return stat[stat.rindex(")") + 2 :].split()
