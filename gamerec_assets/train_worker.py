@@ -6,8 +6,16 @@ command runs unchanged in a Kubernetes job or on several machines (`--nnodes`,
 `--rdzv-endpoint`). Every process runs `run_training` on the same job, as the in-process asset
 does; rank 0 alone logs, writes the epoch states and the checkpoint and, when Dagster launched
 the job, reports back through Pipes. Outside Dagster it logs to stderr. Each worker dies with
-the torchrun agent that started it, and the agent with the run (`core.processes`).
+the torchrun agent that started it, and the agent with the run (`core.processes`): the request
+comes first, before the imports that take seconds, so a worker whose agent is already gone
+ends before it does anything.
 """
+
+# ruff: noqa: E402  (the parent-death request must come before the slow imports)
+if __name__ == "__main__":
+    from gamerec_assets.core.processes import die_with_parent
+
+    die_with_parent()
 
 import argparse
 import os
@@ -20,7 +28,6 @@ import torch
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
 
 from gamerec_assets.core.compute import configure_threads, resolve_device
-from gamerec_assets.core.processes import die_with_parent
 from gamerec_assets.core.training.job import TrainingJob, run_training
 from gamerec_assets.core.training.world import backend_for, process_group
 
@@ -52,7 +59,6 @@ def process_device(requested: str) -> torch.device:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gamerec_assets.train_worker", description=__doc__)
     parser.add_argument("--job", required=True, help="the TrainingJob JSON the asset wrote")
-    die_with_parent()  # torchrun's agent: when it is killed, this worker goes too
     job = TrainingJob.from_json(Path(parser.parse_args(argv).job).read_text(encoding="utf-8"))
     configure_threads(job.num_threads or None)
     with process_group(process_device(job.device)) as world:

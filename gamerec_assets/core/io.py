@@ -59,20 +59,20 @@ def free_bytes(folder: str | os.PathLike) -> int:
 def is_disk_full(error: BaseException, folder: str | os.PathLike) -> bool:
     """Whether `error` (or what caused it) means the disk holding `folder` is full.
 
-    Libraries do not all keep the errno: torch reports a full disk as `RuntimeError: [enforce
-    fail at inline_container.cc:...] ... file write failed`; so a write error without one
-    counts when almost no space is left.
+    Libraries do not all keep the errno: polars says "No space left on device (os error 28)",
+    torch `RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 9920 vs
+    9808` (seen on a full tmpfs); so the words count too, and an OS or runtime error while
+    writing when almost no space is left.
     """
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         cause = cause.__cause__ or cause.__context__
-    return (
-        isinstance(error, RuntimeError | OSError)
-        and "write" in str(error).lower()
-        and free_bytes(folder) < LOW_SPACE_BYTES
-    )
+    text = str(error).lower()
+    if "no space left on device" in text or "os error 28" in text:  # polars/Rust, errno lost
+        return True
+    return isinstance(error, RuntimeError | OSError) and free_bytes(folder) < LOW_SPACE_BYTES
 
 
 def require_space(folder: str | os.PathLike, needed: int, what: str) -> None:
