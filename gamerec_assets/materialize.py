@@ -62,14 +62,23 @@ class PlanRow:
 
 
 def resolve_instance() -> dg.DagsterInstance:
-    """The persistent instance: DAGSTER_HOME, or ./dagster_home when that is unset."""
-    if not os.environ.get("DAGSTER_HOME"):
-        home = DEFAULT_DAGSTER_HOME.resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
+    """The persistent instance: DAGSTER_HOME, or ./dagster_home when that is unset; a folder
+    that does not exist yet is created (with telemetry off), a file there is refused."""
+    configured = os.environ.get("DAGSTER_HOME")
+    home = Path(configured).resolve() if configured else DEFAULT_DAGSTER_HOME.resolve()
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(
+            f"DAGSTER_HOME={home}: a file, not a folder; point DAGSTER_HOME at the folder that "
+            "keeps the run history (it is created when missing)"
+        )
+    if configured and not home.exists():
+        print(f"DAGSTER_HOME {home} does not exist; creating it")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    if not configured:
         print(f"DAGSTER_HOME is not set; using {home}")
+    os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 
 

@@ -241,6 +241,17 @@ def test_without_dagster_home_it_uses_the_project_folder(project, capsys, monkey
     assert os.environ["DAGSTER_HOME"] == str(project / "dagster_home")
 
 
+def test_a_dagster_home_that_is_a_file_is_one_line(project, capsys, monkeypatch):
+    home = project / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert cli.main(["materialize", "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"gamerec materialize: DAGSTER_HOME={home}: a file, not a folder; point DAGSTER_HOME at "
+        "the folder that keeps the run history (it is created when missing)\n"
+    )
+
+
 def test_selecting_half_of_the_split_runs_both_of_its_outputs(project, capsys):
     assert gamerec(capsys, "materialize")[0] == 0
     before = materialization_counts()
