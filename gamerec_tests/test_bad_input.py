@@ -39,10 +39,18 @@ def csv_source_resources(tmp_path: Path, frame: pl.DataFrame) -> dict:
     return small_resources(tmp_path, kind="interactions", path=str(source_file))
 
 
-def failed_run(resources: dict, instance, run_config: dict | None = None):
-    """Materialize the whole graph, expecting failure: (materialized keys, error text)."""
+def failed_run(
+    resources: dict, instance, run_config: dict | None = None, selection: list[str] | None = None
+):
+    """Materialize the graph (or `selection`), expecting failure: (materialized keys, error
+    text)."""
     result = dg.materialize(
-        GRAPH, resources=resources, instance=instance, run_config=run_config, raise_on_error=False
+        GRAPH,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        selection=selection,
+        raise_on_error=False,
     )
     assert not result.success
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -217,20 +225,6 @@ def test_the_split_warns_in_the_run_log_when_val_k_is_near_the_catalog(tmp_path,
 
 def test_interactions_alone_before_any_fingerprint_says_what_to_run(tmp_path, instance):
     resources = csv_source_resources(tmp_path, clustered_interactions())
-    keys, error = failed_run_selection(resources, instance, ["interactions"])
+    keys, error = failed_run(resources, instance, selection=["interactions"])
     assert keys == set()
     assert "has not been fingerprinted yet: materialize raw_interactions first" in error
-
-
-def failed_run_selection(resources: dict, instance, selection: list[str]):
-    result = dg.materialize(
-        GRAPH, resources=resources, instance=instance, selection=selection, raise_on_error=False
-    )
-    assert not result.success
-    keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    errors = [
-        str(e.event_specific_data.error)
-        for e in result.all_events
-        if getattr(e.event_specific_data, "error", None) is not None
-    ]
-    return keys, "\n".join(errors)
