@@ -21,6 +21,7 @@ from gamerec_assets.core.settings import env_variable_names
 from gamerec_assets.dagster_adapter import StaleCauseCategory, StaleStatus, stale_status_resolver
 from gamerec_assets.definitions import build_definitions
 from gamerec_assets.resources import resources_from_env
+from gamerec_assets.retraining import DATA_VERSION_TAG, latest_materialization_tag
 from gamerec_assets.versioning import (
     declared_version_inputs,
     describe_version_change,
@@ -53,10 +54,7 @@ def resolve_instance() -> dg.DagsterInstance:
 
 
 def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return event.asset_materialization.tags.get("dagster/data_version")
+    return latest_materialization_tag(instance, key, DATA_VERSION_TAG)
 
 
 def parse_selection(expressions: Sequence[str] | None, graph) -> set[dg.AssetKey] | None:

@@ -287,6 +287,13 @@ class Source(SettingsGroup):
         150_000, "GAMEREC_SYNTHETIC_INTERACTIONS", "synthetic interactions (about)", gt=0
     )
     synthetic_seed: int = setting(0, "SEED", "every random choice", ge=0)
+    input_check_seconds: int = setting(
+        60,
+        "GAMEREC_INPUT_CHECK_SECONDS",
+        "how often the sensor `gamerec_input_changed` fingerprints the input, once switched on",
+        gt=0,
+        versioned=False,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
