@@ -20,6 +20,7 @@ from gamerec_assets.automation import INPUT_FINGERPRINT
 from gamerec_assets.core.settings import env_variable_names
 from gamerec_assets.dagster_adapter import StaleCauseCategory, StaleStatus, stale_status_resolver
 from gamerec_assets.definitions import build_definitions
+from gamerec_assets.instance_config import require_instance_variables
 from gamerec_assets.resources import resources_from_env
 from gamerec_assets.retraining import DATA_VERSION_TAG, latest_materialization_tag
 from gamerec_assets.versioning import (
@@ -50,6 +51,7 @@ def resolve_instance() -> dg.DagsterInstance:
             (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
         print(f"DAGSTER_HOME is not set; using {home}")
+    require_instance_variables(Path(os.environ["DAGSTER_HOME"]))
     return dg.DagsterInstance.get()
 
 
