@@ -2,7 +2,6 @@
 the sensor in a real daemon), and the training pool that keeps training runs one at a time."""
 
 import dagster as dg
-import pytest
 
 from gamerec_assets.assets.training import TRAINING_POOL
 from gamerec_assets.definitions import build_definitions
@@ -13,17 +12,7 @@ from gamerec_assets.retraining import (
     consumed_input_version,
     current_input_version,
 )
-from gamerec_tests.conftest import ALL_ASSETS, materialize, small_resources
-from gamerec_tests.test_automation import write_source
-
-
-@pytest.fixture
-def setup(tmp_path):
-    source = tmp_path / "interactions.csv"
-    write_source(source, 1.0)
-    resources = small_resources(tmp_path, kind="interactions", path=str(source))
-    with dg.instance_for_test() as instance:
-        yield source, resources, instance
+from gamerec_tests.conftest import ALL_ASSETS, materialize, write_source
 
 
 def ingest(resources, instance) -> None:
@@ -43,13 +32,14 @@ def tick_schedule(resources, instance):
         return schedule(context)
 
 
-def test_the_job_is_the_whole_graph_and_both_triggers_start_stopped(setup):
-    _, resources, _ = setup
+def test_the_job_is_the_whole_graph_and_both_triggers_start_stopped(file_source):
+    _, resources, _ = file_source
     defs = build_definitions(resources)
     job = defs.resolve_job_def(GRAPH_JOB)
     keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert keys == {"raw_interactions", *ALL_ASSETS}
-    assert len(job.asset_layer.asset_graph.asset_check_keys) == 10  # every check runs with it
+    every_check = defs.resolve_asset_graph().asset_check_keys
+    assert job.asset_layer.asset_graph.asset_check_keys == every_check and len(every_check) == 10
     sensor = defs.resolve_sensor_def(INPUT_SENSOR)
     schedule = defs.resolve_schedule_def(NIGHTLY_SCHEDULE)
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
@@ -58,16 +48,16 @@ def test_the_job_is_the_whole_graph_and_both_triggers_start_stopped(setup):
     assert sensor.minimum_interval_seconds == resources["source"].input_check_seconds == 60
 
 
-def test_only_training_is_in_the_training_pool(setup):
-    _, resources, _ = setup
+def test_only_training_is_in_the_training_pool(file_source):
+    _, resources, _ = file_source
     graph = build_definitions(resources).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
     assert pools.pop("two_tower_checkpoint") == {TRAINING_POOL}
     assert not any(pools.values()), pools
 
 
-def test_the_sensor_starts_one_run_per_change_of_the_input(setup):
-    source, resources, instance = setup
+def test_the_sensor_starts_one_run_per_change_of_the_input(file_source):
+    source, resources, instance = file_source
     first, cursor = tick_sensor(resources, instance)
     assert isinstance(first, dg.RunRequest)  # nothing consumed yet: build it
     ingest(resources, instance)
@@ -83,16 +73,16 @@ def test_the_sensor_starts_one_run_per_change_of_the_input(setup):
     assert isinstance(still, dg.SkipReason)
 
 
-def test_with_no_cursor_the_sensor_compares_with_what_the_graph_consumed(setup):
-    source, resources, instance = setup
+def test_with_no_cursor_the_sensor_compares_with_what_the_graph_consumed(file_source):
+    source, resources, instance = file_source
     ingest(resources, instance)
     assert isinstance(tick_sensor(resources, instance)[0], dg.SkipReason)
     write_source(source, 3.0)
     assert isinstance(tick_sensor(resources, instance)[0], dg.RunRequest)
 
 
-def test_the_schedule_runs_only_when_the_input_changed_since_it_was_consumed(setup):
-    source, resources, instance = setup
+def test_the_schedule_runs_only_when_the_input_changed_since_it_was_consumed(file_source):
+    source, resources, instance = file_source
     assert isinstance(tick_schedule(resources, instance), dg.RunRequest)  # never built
     ingest(resources, instance)
     assert consumed_input_version(instance) == current_input_version(resources["source"])
