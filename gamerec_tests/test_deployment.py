@@ -71,6 +71,15 @@ query Sensor($selector: SensorSelector!) {
   }
 }
 """
+RELOAD_LOCATION = """
+mutation Reload($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry { loadStatus locationOrLoadError { __typename } }
+    ... on PythonError { message }
+  }
+}
+"""
 START_SENSOR = """
 mutation Start($selector: SensorSelector!) {
   startSensor(sensorSelector: $selector) {
@@ -149,6 +158,11 @@ class Deployment:
         return [s for s in (self.code_server, self.webserver_service, self.daemon) if s]
 
     def start(self) -> None:
+        self.start_code_server()
+        self.start_webserver_and_daemon()
+
+    def start_code_server(self) -> None:
+        """Start it, and wait until it answers its health check (the compose healthcheck)."""
         self.code_server.start()
         port = self.code_env["GAMEREC_CODE_SERVER_PORT"]
         health = [str(VENV_BIN / "dagster"), "api", "grpc-health-check", "-p", port]
@@ -159,7 +173,6 @@ class Deployment:
             [self.code_server],
             interval=2,
         )
-        self.start_webserver_and_daemon()
 
     def start_webserver_and_daemon(self) -> None:
         port = free_port()
@@ -285,9 +298,13 @@ def test_the_graph_run_its_materializations_and_checks_are_rows_in_postgres(post
     assert checks == dict.fromkeys(CHECKS, "SUCCEEDED")
 
 
-def test_history_survives_restarting_the_webserver_and_the_daemon(deployment, graph_run):
+def test_history_survives_restarting_every_service(deployment, graph_run):
     deployment.stop_webserver_and_daemon()
     deployment.start_webserver_and_daemon()  # new processes, new port, same database
+    deployment.code_server.stop()  # a code upgrade: the code server alone is replaced
+    deployment.start_code_server()
+    reloaded = deployment.webserver.graphql(RELOAD_LOCATION, name="gamerec")
+    assert reloaded["reloadRepositoryLocation"]["loadStatus"] == "LOADED", reloaded
 
     run = deployment.run(graph_run)
     assert (run["status"], run["jobName"]) == ("SUCCESS", "__ASSET_JOB")
