@@ -33,7 +33,9 @@ from gamerec_assets.dagster_adapter import (
     stale_status_resolver,
 )
 from gamerec_assets.definitions import build_definitions
+from gamerec_assets.instance_config import require_instance_variables
 from gamerec_assets.resources import resources_from_env
+from gamerec_assets.retraining import DATA_VERSION_TAG, latest_materialization_tag
 from gamerec_assets.versioning import (
     declared_version_inputs,
     describe_version_change,
@@ -79,14 +81,12 @@ def resolve_instance() -> dg.DagsterInstance:
     if not configured:
         print(f"DAGSTER_HOME is not set; using {home}")
     os.environ["DAGSTER_HOME"] = str(home)
+    require_instance_variables(home)
     return dg.DagsterInstance.get()
 
 
 def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return event.asset_materialization.tags.get("dagster/data_version")
+    return latest_materialization_tag(instance, key, DATA_VERSION_TAG)
 
 
 def parse_selection(expressions: Sequence[str] | None, graph) -> set[dg.AssetKey] | None:

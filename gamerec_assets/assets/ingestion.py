@@ -24,6 +24,12 @@ INTERACTIONS_KEYS_NOT_NULL = "interactions_keys_not_null"
 INTERACTIONS_HOURS_VALID = "interactions_hours_valid"
 
 
+def input_data_version(fingerprint: str) -> str:
+    """The data version `raw_interactions` records for an input fingerprint (SHA-256 hex);
+    the retraining sensor and schedule compare the current input with it."""
+    return fingerprint[:16]
+
+
 @dg.asset(
     group_name="ingestion",
     kinds={"file"},
@@ -49,7 +55,7 @@ def raw_interactions(
             "path": source.path or "(synthetic generator)",
             "sha256": fingerprint,
         },
-        data_version=dg.DataVersion(fingerprint[:16]),
+        data_version=dg.DataVersion(input_data_version(fingerprint)),
     )
 
 

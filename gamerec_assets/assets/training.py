@@ -34,12 +34,16 @@ from gamerec_assets.train_worker import torchrun_command
 from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
+# The concurrency pool of training. The deployment's instance (deploy/docker/dagster.yaml)
+# limits it to one run at a time; without a limit (the local instance) it changes nothing.
+TRAINING_POOL = "gamerec_training"
 ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 
 
 @dg.asset(
     deps=["train_interactions", "interactions"],
     group_name="training",
+    pool=TRAINING_POOL,
     kinds={"pytorch"},
     description=(
         "Two-tower model: a history user tower (pooled game embeddings of the user's training "

@@ -312,6 +312,13 @@ class Source(SettingsGroup):
         "`unix_ms`, `unix_us` or `unix_ns` for numbers",
         default_shown="— (ISO 8601 text; numbers `unix_s`)",
     )
+    input_check_seconds: int = setting(
+        60,
+        "GAMEREC_INPUT_CHECK_SECONDS",
+        "how often the sensor `gamerec_input_changed` fingerprints the input, once switched on",
+        gt=0,
+        versioned=False,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
