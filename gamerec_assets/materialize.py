@@ -5,11 +5,16 @@ It rebuilds only what is stale or missing. It fingerprints the raw input
 UI uses) which assets are stale and why, prints the plan, and materializes those assets and
 everything downstream of them in one run, with their asset checks, in the persistent instance
 under DAGSTER_HOME.
+
+Its runs are tagged with the process that runs them, so that the next `gamerec materialize`
+can tell a run whose process was killed (it would stay STARTED forever) and mark it failed.
+The log is one line per event without stack traces; the summary after the run says why a step
+failed, which check failed and why, and whether anything was published. `gamerec --debug
+materialize` shows Dagster's full log instead.
 """
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +22,20 @@ from pathlib import Path
 import dagster as dg
 
 from gamerec_assets.automation import INPUT_FINGERPRINT
+from gamerec_assets.core.artifact_sets import current_set_name
+from gamerec_assets.core.processes import identity_is_running, process_identity
 from gamerec_assets.core.settings import env_variable_names
-from gamerec_assets.dagster_adapter import StaleCauseCategory, StaleStatus, stale_status_resolver
+from gamerec_assets.dagster_adapter import (
+    StaleCauseCategory,
+    StaleStatus,
+    mark_run_failed,
+    one_line_console_logger,
+    stale_status_resolver,
+)
 from gamerec_assets.definitions import build_definitions
+from gamerec_assets.instance_config import require_instance_variables
 from gamerec_assets.resources import resources_from_env
+from gamerec_assets.retraining import DATA_VERSION_TAG, latest_materialization_tag
 from gamerec_assets.versioning import (
     declared_version_inputs,
     describe_version_change,
@@ -30,6 +45,14 @@ from gamerec_assets.versioning import (
 SOURCE_KEY = dg.AssetKey(INPUT_FINGERPRINT)
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 DEFAULT_DAGSTER_HOME = Path("dagster_home")
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
+PROCESS_TAG = "gamerec/process"
+"""Tag on each run `gamerec materialize` starts: the identity of the process running it."""
+UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 @dataclass(frozen=True)
@@ -41,22 +64,29 @@ class PlanRow:
 
 
 def resolve_instance() -> dg.DagsterInstance:
-    """The persistent instance: DAGSTER_HOME, or ./dagster_home when that is unset."""
-    if not os.environ.get("DAGSTER_HOME"):
-        home = DEFAULT_DAGSTER_HOME.resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        if not (home / "dagster.yaml").exists():
-            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
+    """The persistent instance: DAGSTER_HOME, or ./dagster_home when that is unset; a folder
+    that does not exist yet is created (with telemetry off), a file there is refused."""
+    configured = os.environ.get("DAGSTER_HOME")
+    home = Path(configured).resolve() if configured else DEFAULT_DAGSTER_HOME.resolve()
+    if home.exists() and not home.is_dir():
+        raise NotADirectoryError(
+            f"DAGSTER_HOME={home}: a file, not a folder; point DAGSTER_HOME at the folder that "
+            "keeps the run history (it is created when missing)"
+        )
+    if configured and not home.exists():
+        print(f"DAGSTER_HOME {home} does not exist; creating it")
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    if not configured:
         print(f"DAGSTER_HOME is not set; using {home}")
+    os.environ["DAGSTER_HOME"] = str(home)
+    require_instance_variables(home)
     return dg.DagsterInstance.get()
 
 
 def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    event = instance.get_latest_materialization_event(key)
-    if event is None or event.asset_materialization is None:
-        return None
-    return event.asset_materialization.tags.get("dagster/data_version")
+    return latest_materialization_tag(instance, key, DATA_VERSION_TAG)
 
 
 def parse_selection(expressions: Sequence[str] | None, graph) -> set[dg.AssetKey] | None:
@@ -146,21 +176,47 @@ def format_plan(rows: Sequence[PlanRow]) -> str:
     ).rstrip()
 
 
+def fail_runs_of_dead_processes(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed every unfinished run of this command whose process is gone (killed, out of
+    memory, a machine that stopped); one line for each, saying so."""
+    lines = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
+        identity = run.tags.get(PROCESS_TAG)
+        if identity is None or identity_is_running(identity) is not False:
+            continue  # not ours, still running, or on another machine
+        pid = identity.split(":")[-2]
+        message = (
+            f"its process (pid {pid}) is gone, killed before the run ended; marked failed by "
+            "the next gamerec materialize"
+        )
+        mark_run_failed(instance, run, message)
+        lines.append(f"Run {run.run_id} was left {run.status.value}: {message}")
+    return lines
+
+
 def materialize_command(args: argparse.Namespace) -> int:
     """Run `gamerec materialize` (the caller has loaded `.env`); returns the exit code."""
     instance = resolve_instance()
+    for line in fail_runs_of_dead_processes(instance):
+        print(line, flush=True)
     resources = resources_from_env()
-    defs = build_definitions(resources)
+    debug = getattr(args, "debug", False)
+    defs = build_definitions(resources, None if debug else {"console": one_line_console_logger})
     job = defs.resolve_implicit_global_asset_job_def()
+    tags = {PROCESS_TAG: process_identity()}
 
     old_version = latest_data_version(instance, SOURCE_KEY)
     fingerprinted = job.execute_in_process(
-        run_config=RUN_CONFIG, instance=instance, asset_selection=[SOURCE_KEY], raise_on_error=False
+        run_config=RUN_CONFIG,
+        instance=instance,
+        asset_selection=[SOURCE_KEY],
+        raise_on_error=False,
+        tags=tags,
     )
     if not fingerprinted.success:
-        print(
-            "Could not read the raw input (raw_interactions); see the log above.", file=sys.stderr
-        )
+        for step, message in step_failures(fingerprinted):
+            print(f"  {step} failed: {message}")
+        print("Could not fingerprint the raw input (raw_interactions): nothing was run.")
         return 1
     new_version = latest_data_version(instance, SOURCE_KEY)
     change = (
@@ -184,34 +240,69 @@ def materialize_command(args: argparse.Namespace) -> int:
 
     print(f"\nMaterializing {len(to_run)} asset(s) in one run: {names}")
     result = job.execute_in_process(
-        run_config=RUN_CONFIG, instance=instance, asset_selection=to_run, raise_on_error=False
+        run_config=RUN_CONFIG,
+        instance=instance,
+        asset_selection=to_run,
+        raise_on_error=False,
+        tags=tags,
     )
-    materialized = [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()]
-    checks = result.get_asset_check_evaluations()
-    failed_checks = [
-        f"{c.check_name} ({c.severity.value}{': ' + c.description if c.description else ''})"
-        for c in checks
-        if not c.passed
-    ]
-    print(
-        f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'}: "
-        f"{len(materialized)} asset(s) materialized, {len(checks) - len(failed_checks)} of "
-        f"{len(checks)} checks passed"
-        + (f"; failed checks: {', '.join(failed_checks)}" if failed_checks else "")
-    )
-    for step, message in step_failures(result):
-        print(f"  {step} failed: {message}")
+    for line in run_summary(result, to_run, Path(resources["paths"].artifacts_dir)):
+        print(line)
     return 0 if result.success else 1
 
 
+def run_summary(
+    result: dg.ExecuteInProcessResult, to_run: Sequence[dg.AssetKey], artifacts: Path
+) -> list[str]:
+    """What the run did, in a few lines: counts, each failed check and step with its reason,
+    and whether the serving set was published (or which set still serves, and why)."""
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    checks = result.get_asset_check_evaluations()
+    failed = [c for c in checks if not c.passed]
+    lines = [
+        f"Run {result.run_id} {'succeeded' if result.success else 'FAILED'}: "
+        f"{len(materialized)} asset(s) materialized, {len(checks) - len(failed)} of "
+        f"{len(checks)} checks passed"
+    ]
+    for check in failed:
+        blocking = "blocking" if check.blocking else check.severity.value
+        reason = f": {check.description}" if check.description else ""
+        lines.append(
+            f"  check {check.check_name} on {check.asset_key.to_user_string()} failed "
+            f"({blocking}){reason}"
+        )
+    failures = step_failures(result)
+    lines += [f"  {step} failed: {message}" for step, message in failures]
+    publishing = dg.AssetKey("serving_set")
+    if publishing in to_run and publishing not in materialized:
+        serving = current_set_name(artifacts)
+        why = "a blocking check failed" if any(c.blocking for c in failed) else "a step failed"
+        still = (
+            f"set {serving} in {artifacts} still serves"
+            if serving
+            else f"nothing is published in {artifacts} yet"
+        )
+        lines.append(f"  nothing was published ({why}); {still}")
+    elif publishing in materialized:
+        lines.append(f"  published set {current_set_name(artifacts)} to {artifacts}")
+    return lines
+
+
 def step_failures(result: dg.ExecuteInProcessResult) -> list[tuple[str, str]]:
-    """(step, the user's error message) of each failed step, without Dagster's wrapping."""
+    """(step, the user's error message, one line) of each failed step: the exception the
+    asset raised, without Dagster's wrapping or what it was raised from."""
     failures = []
     for event in result.all_events:
         if event.event_type_value != "STEP_FAILURE" or event.event_specific_data.error is None:
             continue
         error = event.event_specific_data.error
-        while error.cause is not None:  # the exception the asset raised, not Dagster's wrapper
-            error = error.cause
-        failures.append((event.step_key, error.message.strip()))
+        if error.cls_name == CHECK_FAILED_ERROR:
+            continue  # the failed check is summed up with its reason already
+        while error.cls_name.startswith("Dagster") and error.cause is not None:
+            error = error.cause  # Dagster's wrapper around the asset's exception
+        text = " ".join(error.message.split())
+        prefix, _, rest = text.partition(": ")
+        if prefix.endswith(error.cls_name) and rest:  # "module.ErrorClass: message"
+            text = rest
+        failures.append((event.step_key, text))
     return failures

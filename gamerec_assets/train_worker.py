@@ -5,8 +5,17 @@ and launches this through Dagster Pipes when TRAIN_NPROC > 1 (`torchrun_command`
 command runs unchanged in a Kubernetes job or on several machines (`--nnodes`,
 `--rdzv-endpoint`). Every process runs `run_training` on the same job, as the in-process asset
 does; rank 0 alone logs, writes the epoch states and the checkpoint and, when Dagster launched
-the job, reports back through Pipes. Outside Dagster it logs to stderr.
+the job, reports back through Pipes. Outside Dagster it logs to stderr. Each worker dies with
+the torchrun agent that started it, and the agent with the run (`core.processes`): the request
+comes first, before the imports that take seconds, so a worker whose agent is already gone
+ends before it does anything.
 """
+
+# ruff: noqa: E402  (the parent-death request must come before the slow imports)
+if __name__ == "__main__":
+    from gamerec_assets.core.processes import die_with_parent
+
+    die_with_parent()
 
 import argparse
 import os
@@ -25,11 +34,11 @@ from gamerec_assets.core.training.world import backend_for, process_group
 
 def torchrun_command(nproc: int, job_path: str | Path) -> list[str]:
     """`torchrun` on one machine, for this interpreter, starting `nproc` of this worker on the
-    job described in `job_path`."""
+    job described in `job_path`; through `train_launcher`, so it dies with its parent."""
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "gamerec_assets.train_launcher",
         "--standalone",
         f"--nproc-per-node={nproc}",
         "-m",

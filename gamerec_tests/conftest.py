@@ -73,6 +73,23 @@ def clustered_interactions(
     return pl.DataFrame(rows, schema=["user_id", "game_id", "play_time_hours"], orient="row")
 
 
+def write_source(path: Path, scale: float = 1.0, frame: pl.DataFrame | None = None) -> None:
+    """An input CSV of `frame` (default: `clustered_interactions()`) with play hours times
+    `scale`; another scale gives an edited file of the same shape."""
+    frame = clustered_interactions() if frame is None else frame
+    frame.with_columns(play_time_hours=pl.col("play_time_hours") * scale).write_csv(path)
+
+
+@pytest.fixture
+def file_source(tmp_path: Path):
+    """An input CSV (`write_source`), small resources that read it, and a test instance."""
+    source = tmp_path / "interactions.csv"
+    write_source(source)
+    resources = small_resources(tmp_path, kind="interactions", path=str(source))
+    with dg.instance_for_test() as instance:
+        yield source, resources, instance
+
+
 def project_environment(tmp_path: Path) -> dict[str, str]:
     """Settings for a run in tmp_path: its own DAGSTER_HOME and folders, quick training."""
     home = tmp_path / "dagster_home"

@@ -1,37 +1,16 @@
 """The optional automation fires on real changes only, evaluated without a daemon."""
 
 import dagster as dg
-import polars as pl
-import pytest
 
 from gamerec_assets.automation import SENSOR_NAME, inputs_changed
 from gamerec_assets.definitions import build_definitions
-from gamerec_tests.conftest import (
-    ALL_ASSETS,
-    clustered_interactions,
-    small_resources,
-    with_settings,
-)
+from gamerec_tests.conftest import ALL_ASSETS, with_settings, write_source
 
 SOURCE = dg.AssetKey("raw_interactions")
 
 
 def requested(result) -> set[str]:
     return {key.to_user_string() for key in result._requested_partitions_by_asset_key}
-
-
-def write_source(path, scale: float) -> None:
-    frame = clustered_interactions()
-    frame.with_columns(play_time_hours=pl.col("play_time_hours") * scale).write_csv(path)
-
-
-@pytest.fixture
-def setup(tmp_path):
-    source = tmp_path / "interactions.csv"
-    write_source(source, 1.0)
-    resources = small_resources(tmp_path, kind="interactions", path=str(source))
-    with dg.instance_for_test() as instance:
-        yield source, resources, instance
 
 
 def tick(defs, instance, cursor=None):
@@ -55,22 +34,22 @@ def build_everything(defs, instance):
     raise AssertionError(f"automation did not settle: {built}")
 
 
-def test_the_sensor_is_off_until_switched_on(setup):
-    _, resources, _ = setup
+def test_the_sensor_is_off_until_switched_on(file_source):
+    _, resources, _ = file_source
     sensor = build_definitions(resources).resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
-def test_from_an_empty_instance_it_builds_the_graph_once_then_rests(setup):
-    _, resources, instance = setup
+def test_from_an_empty_instance_it_builds_the_graph_once_then_rests(file_source):
+    _, resources, instance = file_source
     defs = build_definitions(resources)
     _, built = build_everything(defs, instance)
     assert built[:2] == [{"raw_interactions"}, {"interactions"}]
     assert set().union(*built) == {"raw_interactions", *ALL_ASSETS}
 
 
-def test_an_unchanged_rematerialization_triggers_nothing_unlike_eager(setup):
-    _, resources, instance = setup
+def test_an_unchanged_rematerialization_triggers_nothing_unlike_eager(file_source):
+    _, resources, instance = file_source
     defs = build_definitions(resources)
     result, _ = build_everything(defs, instance)
     run(defs, instance, [dg.AssetKey("interactions")])  # same input, same data version
@@ -90,8 +69,8 @@ def test_an_unchanged_rematerialization_triggers_nothing_unlike_eager(setup):
     assert "train_interactions" in requested(tick(eager, instance, eager_cursor))
 
 
-def test_a_changed_input_file_rebuilds_downstream(setup):
-    source, resources, instance = setup
+def test_a_changed_input_file_rebuilds_downstream(file_source):
+    source, resources, instance = file_source
     defs = build_definitions(resources)
     result, _ = build_everything(defs, instance)
     write_source(source, 3.0)
@@ -104,8 +83,8 @@ def test_a_changed_input_file_rebuilds_downstream(setup):
     )
 
 
-def test_a_new_hyperparameter_requests_training_but_not_ingestion(setup):
-    _, resources, instance = setup
+def test_a_new_hyperparameter_requests_training_but_not_ingestion(file_source):
+    _, resources, instance = file_source
     result, _ = build_everything(build_definitions(resources), instance)
     resources["training"] = with_settings(resources["training"], lr=0.05)
     assert requested(tick(build_definitions(resources), instance, result.cursor)) == {

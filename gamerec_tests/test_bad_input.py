@@ -5,6 +5,7 @@ step that can see the problem, with a message that names what was expected; noth
 that step runs, so no artifact is touched.
 """
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import polars as pl
 import pytest
 import torch
 
+from gamerec_assets.assets.splits import cutoff_warning
 from gamerec_assets.core.evaluation import require_cutoff_below_catalog
 from gamerec_assets.core.metrics import TrainItems, evaluate_scorer
 from gamerec_assets.definitions import STAGE_MODULES
@@ -37,10 +39,18 @@ def csv_source_resources(tmp_path: Path, frame: pl.DataFrame) -> dict:
     return small_resources(tmp_path, kind="interactions", path=str(source_file))
 
 
-def failed_run(resources: dict, instance, run_config: dict | None = None):
-    """Materialize the whole graph, expecting failure: (materialized keys, error text)."""
+def failed_run(
+    resources: dict, instance, run_config: dict | None = None, selection: list[str] | None = None
+):
+    """Materialize the graph (or `selection`), expecting failure: (materialized keys, error
+    text)."""
     result = dg.materialize(
-        GRAPH, resources=resources, instance=instance, run_config=run_config, raise_on_error=False
+        GRAPH,
+        resources=resources,
+        instance=instance,
+        run_config=run_config,
+        selection=selection,
+        raise_on_error=False,
     )
     assert not result.success
     keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -145,15 +155,24 @@ def test_invalid_hours_fail_at_ingestion_naming_file_row_and_column(tmp_path, in
 
 
 @pytest.mark.parametrize(
-    "field, value", [("epochs", 0), ("embed_dim", -1), ("lr", 0.0), ("batch_size", 0)]
+    "field, value, allowed",
+    [
+        ("epochs", 0, "> 0"),
+        ("embed_dim", -1, "> 0"),
+        ("lr", 0.0, "> 0"),
+        ("batch_size", 0, ">= 2"),
+        ("batch_size", 1, ">= 2 (a batch of one pair has no in-batch negative: its softmax is 1"),
+    ],
 )
-def test_bad_hyperparameters_fail_the_run_before_any_asset(tmp_path, instance, field, value):
+def test_bad_hyperparameters_fail_the_run_before_any_asset(
+    tmp_path, instance, field, value, allowed
+):
     """Run config reaches the resources when the run starts (the graph runs in one process)."""
     resources = small_resources(tmp_path)
     run_config = {"resources": {"training": {"config": {field: value}}}}
     keys, error = failed_run(resources, instance, run_config)
     assert keys == set()
-    assert f"(training.{field}): expected" in error and "> 0" in error
+    assert f"(training.{field}): expected" in error and allowed in error
     assert not Path(resources["paths"].data_dir).exists()
 
 
@@ -183,3 +202,32 @@ def test_batch_larger_than_the_training_set_trains_one_batch_per_epoch(tmp_path,
     catalog = pl.read_parquet(resources["paths"].settings().catalog)
     assert catalog.select("game_id", "title").rows() == list(titles.items())
     assert "ポケモン, 🎮" in metadata["serving_set"]["sample_recommendations"].value
+
+
+def test_a_cutoff_near_the_catalog_size_is_warned_about():
+    assert cutoff_warning(19, 40) is None
+    assert cutoff_warning(20, 40) == (
+        "VAL_K=20 is 51% of the 39 games a held-out game ranks among: a random ranking scores "
+        "Recall@20 of about 0.51, so the metric tells little between models; set VAL_K to at "
+        "most 19"
+    )
+
+
+def test_the_split_warns_in_the_run_log_when_val_k_is_near_the_catalog(tmp_path, instance):
+    frame = clustered_interactions(n_clusters=4, games_per_cluster=10)  # 40 games, VAL_K 20
+    resources = csv_source_resources(tmp_path, frame)
+    selection = ["raw_interactions", "interactions", "train_interactions", "val_interactions"]
+    result = dg.materialize(GRAPH, resources=resources, instance=instance, selection=selection)
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert any(message.startswith("VAL_K=20 is 51% of the 39 games") for message in warnings)
+
+
+def test_interactions_alone_before_any_fingerprint_says_what_to_run(tmp_path, instance):
+    resources = csv_source_resources(tmp_path, clustered_interactions())
+    keys, error = failed_run(resources, instance, selection=["interactions"])
+    assert keys == set()
+    assert "has not been fingerprinted yet: materialize raw_interactions first" in error

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import dagster as dg
 import numpy as np
@@ -153,6 +154,13 @@ def test_a_new_cutoff_reevaluates_and_republishes_but_never_rebuilds_the_index(
         ("EMBED_DIM", "0", "EMBED_DIM=0 (training.embed_dim): expected an integer > 0"),
         ("LR", "inf", "LR=inf (training.lr): expected a finite number > 0"),
         ("GAMEREC_SPLIT", "bogus", "expected one of max_playtime, latest, random"),
+        ("BATCH_SIZE", "1.5", "BATCH_SIZE='1.5' (training.batch_size): expected an integer >= 2"),
+        ("BATCH_SIZE", "1", "expected an integer >= 2 (a batch of one pair has no in-batch"),
+        (
+            "GAMEREC_KEEP_SETS",
+            "0",
+            "GAMEREC_KEEP_SETS=0 (paths.keep_sets): expected an integer > 0",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_before_anything_runs(
@@ -233,6 +241,17 @@ def test_without_dagster_home_it_uses_the_project_folder(project, capsys, monkey
     assert os.environ["DAGSTER_HOME"] == str(project / "dagster_home")
 
 
+def test_a_dagster_home_that_is_a_file_is_one_line(project, capsys, monkeypatch):
+    home = project / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    assert cli.main(["materialize", "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"gamerec materialize: DAGSTER_HOME={home}: a file, not a folder; point DAGSTER_HOME at "
+        "the folder that keeps the run history (it is created when missing)\n"
+    )
+
+
 def test_selecting_half_of_the_split_runs_both_of_its_outputs(project, capsys):
     assert gamerec(capsys, "materialize")[0] == 0
     before = materialization_counts()
@@ -261,4 +280,70 @@ def test_a_dotenv_file_in_the_working_directory_is_read_like_dagster_does(
         "stale",
         "run",
         "LR changed (0.01 -> 0.02)",
+    )
+
+
+def test_a_file_replaced_between_fingerprint_and_read_is_never_published_under_the_wrong_one(
+    project, capsys, monkeypatch
+):
+    """The issue's case: the input is fingerprinted, then replaced before `interactions`
+    reads it. What is parsed is the copy of the bytes fingerprinted; after the original is
+    restored, "nothing to materialize" is the truth, and serving answers from it."""
+    from gamerec_assets import materialize as materialize_module
+
+    source = project / "interactions.csv"
+    original = clustered_interactions()
+    original.write_csv(source)
+    replacement = clustered_interactions(n_users=80).with_columns(game_id=pl.col("game_id") + 500)
+    monkeypatch.setenv("GAMEREC_SOURCE", "interactions")
+    monkeypatch.setenv("GAMEREC_SOURCE_PATH", str(source))
+    real_plan = materialize_module.build_plan
+
+    def replace_the_file_then_plan(*args, **kwargs):
+        replacement.write_csv(source)  # after raw_interactions, before interactions
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(materialize_module, "build_plan", replace_the_file_then_plan)
+    assert gamerec(capsys, "materialize")[0] == 0
+    monkeypatch.setattr(materialize_module, "build_plan", real_plan)
+    published = pl.read_parquet(project / "artifacts" / "catalog.parquet")
+    assert sorted(published["game_id"].to_list()) == sorted(original["game_id"].unique())
+
+    original.write_csv(source)  # restored: what serves is what was fingerprinted
+    code, output = gamerec(capsys, "materialize")
+    assert code == 0 and "Nothing to materialize" in output
+    replacement.write_csv(source)  # replaced for good: it is noticed
+    code, output = gamerec(capsys, "materialize", "--dry-run")
+    assert plan_rows(output)["interactions"][:2] == ("stale", "run")
+
+
+def test_a_failed_quality_gate_says_why_and_that_nothing_was_published(
+    project, capsys, monkeypatch
+):
+    for variable, value in {
+        "LR": "1e-7",
+        "TRAIN_EPOCHS": "1",
+        "GAMEREC_EASE_BASELINE": "0",
+    }.items():
+        monkeypatch.setenv(variable, value)  # a model that cannot beat popularity
+    code = cli.main(["materialize"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert re.search(
+        r"check model_beats_popularity on eval_metrics failed \(blocking\): model recall@20 "
+        r"0\.\d{4} is not above popularity 0\.\d{4}\n",
+        captured.out,
+    )
+    artifacts = project / "artifacts"
+    assert (
+        f"nothing was published (a blocking check failed); nothing is published in {artifacts} "
+        "yet" in captured.out
+    )
+    assert "Traceback" not in captured.err and "Stack Trace" not in captured.err
+
+    code, output = gamerec(capsys, "materialize", "--all", "--select", "serving_set")
+    assert code == 1
+    assert (
+        "  serving_set failed: not publishing: model_beats_popularity on eval_metrics failed "
+        "(model recall@20 0." in output
     )

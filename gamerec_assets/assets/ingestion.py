@@ -1,4 +1,12 @@
-"""Stage 1, ingestion: raw interactions -> one indexed row per (user, game), plus the catalog."""
+"""Stage 1, ingestion: raw interactions -> one indexed row per (user, game), plus the catalog.
+
+The input is read once: `raw_interactions` copies the file into DATA_DIR/source under the hash
+of the bytes copied (its data version), and `interactions` parses that copy, the one its
+latest fingerprint names. A file replaced between the two steps, or while a run goes on,
+cannot be published under another file's fingerprint.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -6,7 +14,14 @@ import polars as pl
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
 from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.io import write_parquet_atomic
-from gamerec_assets.core.sources import load_source, load_test_pairs, source_fingerprint
+from gamerec_assets.core.settings import Source
+from gamerec_assets.core.sources import (
+    input_fingerprint,
+    load_source,
+    load_test_pairs,
+    snapshot_path,
+    snapshot_source,
+)
 from gamerec_assets.resources import PathsResource, SourceResource
 from gamerec_assets.versioning import effective_version
 
@@ -15,20 +30,30 @@ INTERACTIONS_KEYS_NOT_NULL = "interactions_keys_not_null"
 INTERACTIONS_HOURS_VALID = "interactions_hours_valid"
 
 
+def input_data_version(fingerprint: str) -> str:
+    """The data version `raw_interactions` records for an input fingerprint (SHA-256 hex);
+    the retraining sensor and schedule compare the current input with it."""
+    return fingerprint[:16]
+
+
 @dg.asset(
     group_name="ingestion",
     kinds={"file"},
     description=(
         "A fingerprint of the raw input as it stands: the hash of the source file's bytes (or "
-        "of the synthetic spec) is its data version, so an input edited in place makes "
-        "`interactions` stale, and an unchanged one leaves everything fresh. Cheap: it reads "
-        "the file once and writes nothing; `gamerec materialize` runs it first every time."
+        "of the synthetic spec, and with the test file's for GAMEREC_TEST_PATH) is its data "
+        "version, so an input edited in place makes "
+        "`interactions` stale, and an unchanged one leaves everything fresh. The bytes hashed "
+        "are kept in DATA_DIR/source, and `interactions` parses exactly them. Cheap: it reads "
+        "the file once (and copies it when it changed); `gamerec materialize` runs it first "
+        "every time."
     ),
 )
 def raw_interactions(
-    context: dg.AssetExecutionContext, source: SourceResource
+    context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource
 ) -> dg.MaterializeResult:
-    fingerprint = source_fingerprint(source.settings())
+    settings = source.settings()
+    fingerprint = snapshot_source(settings, paths.settings().source_snapshots)
     version = effective_version(context, "raw_interactions", {"source": source})
     return dg.MaterializeResult(
         tags=version["tags"],
@@ -38,7 +63,7 @@ def raw_interactions(
             "path": source.path or "(synthetic generator)",
             "sha256": fingerprint,
         },
-        data_version=dg.DataVersion(fingerprint[:16]),
+        data_version=dg.DataVersion(input_data_version(input_fingerprint(settings, fingerprint))),
     )
 
 
@@ -57,10 +82,10 @@ def raw_interactions(
 def interactions(
     context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource
 ) -> dg.MaterializeResult:
-    raw = load_source(source.settings())
+    settings, files = source.settings(), paths.settings()
+    raw = load_source(settings, fingerprinted_snapshot(context, settings, files.source_snapshots))
     indexed = index_interactions(raw.frame)
-    test = load_test_pairs(source.settings(), indexed)
-    files = paths.settings()
+    test = load_test_pairs(settings, indexed)
     written = [files.interactions, files.catalog, files.user_games]
     if test is None:
         files.test_interactions.unlink(missing_ok=True)
@@ -93,6 +118,30 @@ def interactions(
         },
         data_version=content_version(*written),
     )
+
+
+def fingerprinted_snapshot(
+    context: dg.AssetExecutionContext, settings: Source, folder: Path
+) -> Path | None:
+    """The copy of the input that the latest `raw_interactions` fingerprinted (None for
+    synthetic data): the version Dagster records for this step's input is that one."""
+    if settings.kind == "synthetic":
+        return None
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("raw_interactions"))
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    fingerprinted = metadata.get("path")
+    if "sha256" not in metadata or getattr(fingerprinted, "value", None) != settings.path:
+        raise dg.Failure(
+            f"{settings.path} has not been fingerprinted yet: materialize raw_interactions "
+            "first (`gamerec materialize` does)"
+        )
+    snapshot = snapshot_path(folder, settings, metadata["sha256"].value)
+    if not snapshot.is_file():
+        raise dg.Failure(
+            f"the copy of {settings.path} that raw_interactions fingerprinted ({snapshot}) is "
+            "gone: materialize raw_interactions again"
+        )
+    return snapshot
 
 
 # The file readers (core.sources) already refuse empty tables, empty ids and invalid hours,

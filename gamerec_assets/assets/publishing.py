@@ -1,11 +1,11 @@
-"""Stage 6, publishing: the checked serving set, copied whole into ARTIFACTS_DIR.
+"""Stage 6, publishing: the checked serving set, switched to whole in ARTIFACTS_DIR.
 
 Downstream of the index and the metrics, so Dagster's blocking checks gate it: in a run where
 a model loses to popularity, or an index misses games, this step does not run and serving
 goes on from the last published set. Run on its own, it refuses as well when a blocking check
 failed in its latest run. It then checks that the staged files form one consistent set (what
 no single asset check sees: a checkpoint and the embeddings of another) and publishes them
-with manifest.json (see `core.publish`).
+as a new set with manifest.json, made current in one rename (see `core.publish`).
 """
 
 import dagster as dg
@@ -13,7 +13,7 @@ import dagster as dg
 from gamerec_assets.assets import evaluation, ingestion, serving, splits, training, tuning
 from gamerec_assets.assets.common import markdown_table
 from gamerec_assets.core.io import config_fingerprint
-from gamerec_assets.core.manifest import MANIFEST_FILE, ArtifactSetError
+from gamerec_assets.core.manifest import MANIFEST_FILE, SETS_FOLDER, ArtifactSetError
 from gamerec_assets.core.publish import publish_artifacts, staged_set_lineage
 from gamerec_assets.core.recommend import Recommender, sample_recommendations
 from gamerec_assets.dagster_adapter import failed_checks
@@ -64,8 +64,10 @@ def serving_set(context: dg.AssetExecutionContext, paths: PathsResource) -> dg.M
         run_id=context.run.run_id,
         config_fingerprint=version["metadata"]["config_fingerprint"],
         code_version=version["tags"][CODE_VERSION_TAG],
+        keep=files.keep_sets,
     )
-    context.log.info(f"published {len(manifest['files'])} files to {files.published}")
+    published = files.published / SETS_FOLDER / manifest["set"]
+    context.log.info(f"published {len(manifest['files'])} files as {published}, now current")
     samples = sample_recommendations(Recommender.load(files.published))
     hashes = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     return dg.MaterializeResult(
@@ -74,7 +76,8 @@ def serving_set(context: dg.AssetExecutionContext, paths: PathsResource) -> dg.M
             **version["metadata"],
             "files": dg.MetadataValue.json(hashes),
             "sample_recommendations": dg.MetadataValue.md(markdown_table(samples)),
-            "manifest": dg.MetadataValue.path(str(files.published / MANIFEST_FILE)),
+            "set": manifest["set"],
+            "manifest": dg.MetadataValue.path(str(published / MANIFEST_FILE)),
         },
         data_version=dg.DataVersion(config_fingerprint(hashes)[:16]),
     )

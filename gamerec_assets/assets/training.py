@@ -14,6 +14,7 @@ from gamerec_assets.assets.common import content_version
 from gamerec_assets.assets.tuning import catalog_size, tuned_config
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.plots import training_curve_png
+from gamerec_assets.core.processes import children_die_with_me
 from gamerec_assets.core.settings import Paths, TrainConfig, Tuning
 from gamerec_assets.core.training.checkpoint import (
     checkpoint_config,
@@ -34,12 +35,16 @@ from gamerec_assets.train_worker import torchrun_command
 from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
+# The concurrency pool of training. The deployment's instance (deploy/docker/dagster.yaml)
+# limits it to one run at a time; without a limit (the local instance) it changes nothing.
+TRAINING_POOL = "gamerec_training"
 ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 
 
 @dg.asset(
     deps=["train_interactions", "interactions", "tuned_settings"],
     group_name="training",
+    pool=TRAINING_POOL,
     kinds={"pytorch"},
     description=(
         "Two-tower model: a history user tower (pooled game embeddings of the user's training "
@@ -141,7 +146,7 @@ def train_with_torchrun(
     with atomic_path(job_file) as tmp:
         tmp.write_text(replace(job, num_threads=per_process).to_json(), "utf-8")
     invocation = dg.PipesSubprocessClient().run(
-        command=torchrun_command(nproc, job_file), context=context
+        command=torchrun_command(nproc, job_file), context=context, env=children_die_with_me()
     )
     reported = invocation.get_materialize_result().metadata or {}
     return {key: reported[key] for key in ("fit_seconds", "backend") if key in reported}

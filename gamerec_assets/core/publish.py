@@ -1,11 +1,11 @@
-"""Publishing the serving set: checked as one consistent set, copied whole, manifest last.
+"""Publishing the serving set: checked as one consistent set, then switched to in one rename.
 
 The pipeline's steps write into a staging folder (`ARTIFACTS_DIR/staging`). The publishing
 step checks that the staged files belong together (the checkpoint trained on this catalog,
 embeddings and user tower made from this checkpoint, metrics of this checkpoint, an index of
-these embeddings: what no single asset check can see), then copies the files into
-`ARTIFACTS_DIR` and writes `manifest.json` last (see `manifest`). Whether each file is good on
-its own is what the assets' blocking checks decide, before this step runs.
+these embeddings: what no single asset check can see), then copies them into a new set folder
+with `manifest.json`, and points `ARTIFACTS_DIR/current` at it (see `artifact_sets`). Whether
+each file is good on its own is what the assets' blocking checks decide, before this step runs.
 """
 
 import json
@@ -18,7 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from gamerec_assets.core.io import atomic_path, file_sha256, write_json_atomic
+from gamerec_assets.core.artifact_sets import (
+    adopt_flat_set,
+    crash_point,
+    ensure_reader_links,
+    prune_sets,
+    publish_lock,
+    set_name,
+    switch_current,
+)
+from gamerec_assets.core.io import (
+    atomic_dir,
+    file_sha256,
+    fsync_path,
+    remove_stale_temporaries_in,
+    require_space,
+    write_json_atomic,
+)
 from gamerec_assets.core.manifest import (
     CATALOG_FILE,
     CHECKPOINT_FILE,
@@ -29,6 +45,7 @@ from gamerec_assets.core.manifest import (
     MANIFEST_FORMAT,
     METRICS_FILE,
     SERVING_FILES,
+    SETS_FOLDER,
     USER_GAMES_FILE,
     USER_TOWER_FILE,
     ArtifactSetError,
@@ -118,30 +135,53 @@ def publish_artifacts(
     run_id: str,
     config_fingerprint: str,
     code_version: str | None = None,
+    keep: int = 3,
 ) -> dict[str, Any]:
-    """Copy the staged serving files into `folder`, then write its manifest (`files`, the
-    entries `staged_set_lineage` returns); return it.
+    """Publish the staged serving files (`files`: the entries `staged_set_lineage` returns) as
+    a new set in `folder` and make it the current one; keep the newest `keep` sets. Returns
+    the manifest.
 
-    Each file is copied under a temporary name and renamed into place; the manifest comes
-    last, so until it is written a reader sees files that do not match the manifest and
-    refuses them rather than serve a mix of two runs.
+    Nothing a reader can see changes until the last step, one rename of `current`: a crash or
+    a full disk before it leaves the previous set serving, whole.
     """
     source, target = Path(staging), Path(folder)
+    published_at = datetime.now(UTC)
+    name = set_name(run_id, published_at)
     manifest = {
         "format": MANIFEST_FORMAT,
+        "set": name,
         "run_id": run_id,
         "config_fingerprint": config_fingerprint,
         "code_version": code_version,
-        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": {name: dict(entry) for name, entry in files.items()},
+        "published_at": published_at.isoformat(timespec="seconds"),
+        "files": {file: dict(entry) for file, entry in files.items()},
     }
     check_lineage(target, manifest)
-    for name, entry in manifest["files"].items():
-        published = target / name
-        if published.is_file() and file_sha256(published) == entry["sha256"]:
-            continue  # already there (an index-only rebuild leaves the model files alone)
-        # a copy, not a hard link: a staged file edited in place must not change what serves
-        with atomic_path(published) as tmp:
-            shutil.copyfile(source / name, tmp)
-    write_json_atomic(target / MANIFEST_FILE, manifest)
+    with publish_lock(target):
+        crash_point("publish:start")
+        if adopt_flat_set(target) is not None:
+            ensure_reader_links(target)
+        sets = target / SETS_FOLDER
+        remove_stale_temporaries_in(sets)
+        needed = sum(entry["bytes"] for entry in manifest["files"].values())
+        require_space(target, needed, f"the serving set of run {run_id}")
+        with atomic_dir(sets / name, needed=needed) as tmp:
+            # copies, never links: a file edited in place (in staging or in one set) must
+            # change neither what serves nor the sets kept for rollback
+            for position, (file, entry) in enumerate(manifest["files"].items()):
+                shutil.copyfile(source / file, tmp / file)
+                fsync_path(tmp / file)
+                if file_sha256(tmp / file) != entry["sha256"]:
+                    raise ArtifactSetError(
+                        f"{source / file} changed while it was being published (another run "
+                        "writing staging?); nothing was published: materialize serving_set again"
+                    )
+                if position == 0:
+                    crash_point("publish:between-files")
+            write_json_atomic(tmp / MANIFEST_FILE, manifest)
+        crash_point("publish:before-switch")
+        switch_current(target, name)
+        ensure_reader_links(target)
+        crash_point("publish:after-switch")
+        prune_sets(target, keep)
     return manifest

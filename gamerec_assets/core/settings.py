@@ -55,6 +55,8 @@ class SettingSpec:
     """False for settings that change how a step runs but not what it computes."""
     default_shown: str | None = None
     """How the README shows the default, when the value alone does not say it."""
+    reason: str | None = None
+    """Why the bound is what it is, added to the error (a bound that is not obvious)."""
 
 
 def setting(
@@ -67,9 +69,10 @@ def setting(
     choices: tuple[str, ...] | None = None,
     versioned: bool = True,
     default_shown: str | None = None,
+    reason: str | None = None,
 ) -> Any:
     """A dataclass field declaring one setting."""
-    spec = SettingSpec(env, doc, gt, ge, choices, versioned, default_shown)
+    spec = SettingSpec(env, doc, gt, ge, choices, versioned, default_shown, reason)
     return field(default=default, metadata={"setting": spec})
 
 
@@ -165,7 +168,8 @@ def _validate(group: str, item: Field, kind: Any, value: Any) -> None:
     if ok and spec.ge is not None:
         ok = value >= spec.ge
     if not ok:
-        raise SettingError(f"{label}: expected {allowed}")
+        why = f" ({spec.reason})" if spec.reason else ""
+        raise SettingError(f"{label}: expected {allowed}{why}")
 
 
 def parse_setting(cls: type[SettingsGroup], name: str, text: str) -> Any:
@@ -217,7 +221,14 @@ class Paths(SettingsGroup):
     artifacts_dir: str = setting(
         "artifacts",
         "ARTIFACTS_DIR",
-        "the published serving set (`manifest.json` and the files it lists); `staging/` below",
+        "the published serving sets (`sets/`, `current` and links to its files); `staging/` below",
+    )
+    keep_sets: int = setting(
+        3,
+        "GAMEREC_KEEP_SETS",
+        "published sets kept for `gamerec rollback` (the current one included)",
+        gt=0,
+        versioned=False,
     )
 
     def version_fields(self) -> dict[str, Any]:
@@ -245,8 +256,13 @@ class Paths(SettingsGroup):
 
     @property
     def published(self) -> Path:
-        """The serving set that readers use."""
+        """The serving sets; readers resolve `current` in it (`manifest.resolve_set`)."""
         return Path(self.artifacts_dir)
+
+    @property
+    def source_snapshots(self) -> Path:
+        """Copies of the input file as fingerprinted, which `interactions` parses."""
+        return Path(self.data_dir) / "source"
 
     @property
     def staging(self) -> Path:
@@ -284,6 +300,8 @@ class Paths(SettingsGroup):
 
 
 SOURCE_KINDS = ("synthetic", "steam200k", "interactions")
+UNIX_TIME_UNITS = {"unix_s": 1, "unix_ms": 1_000, "unix_us": 1_000_000, "unix_ns": 1_000_000_000}
+"""Timestamp formats for numbers: seconds (or ms, us, ns) since 1970-01-01 UTC, per second."""
 SYNTHETIC_FIELDS = (
     "synthetic_users",
     "synthetic_games",
@@ -319,6 +337,20 @@ class Source(SettingsGroup):
         150_000, "GAMEREC_SYNTHETIC_INTERACTIONS", "synthetic interactions (about)", gt=0
     )
     synthetic_seed: int = setting(0, "SEED", "every random choice", ge=0)
+    timestamp_format: str | None = setting(
+        None,
+        "GAMEREC_TIMESTAMP_FORMAT",
+        "how `timestamp` is read: a strptime format such as `%m/%d/%Y` for text, `unix_s`, "
+        "`unix_ms`, `unix_us` or `unix_ns` for numbers",
+        default_shown="— (ISO 8601 text; numbers `unix_s`)",
+    )
+    input_check_seconds: int = setting(
+        60,
+        "GAMEREC_INPUT_CHECK_SECONDS",
+        "how often the sensor `gamerec_input_changed` fingerprints the input, once switched on",
+        gt=0,
+        versioned=False,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -327,13 +359,23 @@ class Source(SettingsGroup):
                 f"GAMEREC_SOURCE={self.kind!r} needs a file: set GAMEREC_SOURCE_PATH "
                 "(source.path) to it"
             )
+        layout = self.timestamp_format
+        if layout and layout not in UNIX_TIME_UNITS and "%" not in layout:
+            raise SettingError(
+                f"GAMEREC_TIMESTAMP_FORMAT={layout!r} (source.timestamp_format): expected a "
+                f"strptime format such as %m/%d/%Y or one of {', '.join(UNIX_TIME_UNITS)}"
+            )
 
     def version_fields(self) -> dict[str, Any]:
         """What changes the data read (the file's bytes are hashed apart)."""
         if self.kind == "synthetic":
             names = SYNTHETIC_FIELDS
             return {"source.kind": self.kind, **{f"source.{n}": getattr(self, n) for n in names}}
-        fields_ = {"source.kind": self.kind, "source.path": str(Path(self.path or "").resolve())}
+        fields_ = {
+            "source.kind": self.kind,
+            "source.path": str(Path(self.path or "").resolve()),
+            "source.timestamp_format": self.timestamp_format,
+        }
         if self.test_path:
             fields_["source.test_path"] = str(Path(self.test_path).resolve())
         return fields_
@@ -406,7 +448,14 @@ class TrainConfig(SettingsGroup):
 
     group: ClassVar[str] = "training"
     epochs: int = setting(20, "TRAIN_EPOCHS", "most epochs (the tuning split picks fewer)", gt=0)
-    batch_size: int = setting(1024, "BATCH_SIZE", "pairs per batch, and in-batch negatives", gt=0)
+    batch_size: int = setting(
+        1024,
+        "BATCH_SIZE",
+        "pairs per batch, and in-batch negatives",
+        ge=2,
+        reason="a batch of one pair has no in-batch negative: its softmax is 1 whatever the "
+        "model, the loss 0 and nothing is learned",
+    )
     embed_dim: int = setting(256, "EMBED_DIM", "embedding size", gt=0)
     lr: float = setting(3e-3, "LR", "Adam learning rate", gt=0)
     seed: int = setting(0, "SEED", "every random choice", ge=0)

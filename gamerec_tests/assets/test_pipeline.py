@@ -204,12 +204,21 @@ def test_unreadable_input_fails_the_run_and_leaves_every_artifact_as_it_was(
         failure.event_specific_data.error
     )
     assert _every_file(tmp_path) == before  # the same files, byte for byte, and no others
+    # only the fingerprint is new: the copy of the bad file that `interactions` refused
+    snapshots = sorted((tmp_path / "data" / "source").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert snapshots[-1].read_bytes() == source_file.read_bytes()
 
 
 def _every_file(tmp_path) -> dict:
+    """Every file under artifacts/ and data/, except the copies of the input the fingerprint
+    keeps (data/source/)."""
     folders = [tmp_path / "artifacts", tmp_path / "data"]
+    source = tmp_path / "data" / "source"
     return {
-        p: p.read_bytes() for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()
+        p: p.read_bytes()
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and source not in p.parents
     }
 
 

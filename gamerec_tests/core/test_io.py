@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import json
 import os
@@ -10,9 +11,14 @@ import pytest
 
 from gamerec_assets.core import io as io_module
 from gamerec_assets.core.io import (
+    DiskFullError,
+    atomic_dir,
     atomic_path,
     combined_sha256,
     file_sha256,
+    human_bytes,
+    remove_stale_temporaries_in,
+    require_space,
     write_json_atomic,
     write_parquet_atomic,
 )
@@ -140,3 +146,97 @@ def test_atomic_files_get_the_usual_permissions_not_mkstemps_private_ones(tmp_pa
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+# --- a full disk ---------------------------------------------------------------------------
+
+
+def test_a_full_disk_says_so_naming_the_path_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "two_tower.pt"
+    target.write_bytes(b"the good checkpoint")
+    with pytest.raises(DiskFullError) as caught:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"x" * 5000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(caught.value)
+    assert message.startswith(f"no space left on device writing {target}: more than the 4.9 KiB")
+    assert "free now" in message and "\n" not in message
+    assert caught.value.errno == errno.ENOSPC
+    assert target.read_bytes() == b"the good checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two_tower.pt"]
+
+
+def test_torchs_write_failure_on_a_full_disk_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    """torch.save on a full disk raises RuntimeError without an errno; almost no free space
+    left is what tells it apart."""
+    torch_message = "[enforce fail at inline_container.cc:672] . unexpected pos 9920 vs 9808"
+    monkeypatch.setattr(io_module, "free_bytes", lambda folder: 4096)
+    with pytest.raises(DiskFullError, match=r"no space left on device writing .*model\.pt: "):
+        with atomic_path(tmp_path / "model.pt", needed=10 << 20):
+            raise RuntimeError(torch_message)
+    monkeypatch.setattr(io_module, "free_bytes", lambda folder: 10 << 30)
+    with pytest.raises(RuntimeError, match="inline_container"):  # plenty of space: not that
+        with atomic_path(tmp_path / "model.pt"):
+            raise RuntimeError(torch_message)
+
+
+def test_a_full_disk_reported_in_words_only_is_recognised(tmp_path):
+    with pytest.raises(DiskFullError, match="no space left on device writing .*t.parquet"):
+        with atomic_path(tmp_path / "t.parquet"):
+            raise pl.exceptions.ComputeError("No space left on device (os error 28)")
+
+
+def test_require_space_refuses_before_writing(tmp_path, monkeypatch):
+    monkeypatch.setattr(io_module, "free_bytes", lambda folder: 1 << 20)
+    with pytest.raises(DiskFullError) as caught:
+        require_space(tmp_path, 3 << 20, "the serving set")
+    assert str(caught.value) == (
+        f"no space left on device for the serving set in {tmp_path}: 3.0 MiB needed, "
+        "1.0 MiB free; free some space and run again (nothing was changed)"
+    )
+    require_space(tmp_path, 1 << 19, "the serving set")
+
+
+def test_human_bytes():
+    assert [human_bytes(n) for n in (0, 1023, 1536, 5 << 20, 3 << 30, 2 << 40)] == [
+        "0 B",
+        "1023 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
+        "2.0 TiB",
+    ]
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"data is a file, not a folder"):
+        write_json_atomic(tmp_path / "data" / "x.json", {})
+
+
+# --- folders -------------------------------------------------------------------------------
+
+
+def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "sets" / "one"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "a").write_text("half")
+            raise RuntimeError("killed half way")
+    assert not target.exists() and list((tmp_path / "sets").iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("whole")
+        assert not target.exists()
+    assert (target / "a").read_text() == "whole"
+    assert sorted(p.name for p in (tmp_path / "sets").iterdir()) == ["one"]
+
+
+def test_temporary_folders_of_dead_writers_are_removed_whatever_their_name(tmp_path):
+    host = io_module._HOST
+    dead = tmp_path / f".2026-set.v1.{host}-{_dead_pid()}.abc123.tmp"
+    live = tmp_path / f".other.{host}-{os.getpid()}.def456.tmp"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "file").write_text("partial")
+    assert remove_stale_temporaries_in(tmp_path) == [dead]
+    assert not dead.exists() and live.exists()

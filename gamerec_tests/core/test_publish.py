@@ -15,6 +15,7 @@ from gamerec_assets.core.manifest import (
     SERVING_FILES,
     ArtifactSetError,
     read_verified_manifest,
+    resolve_set,
 )
 from gamerec_assets.core.publish import publish_artifacts, staged_set_lineage
 
@@ -22,7 +23,7 @@ from gamerec_assets.core.publish import publish_artifacts, staged_set_lineage
 @pytest.fixture
 def artifacts(published_run, tmp_path):
     """A private copy of a published folder (with its staging/), free to damage."""
-    return shutil.copytree(published_run.artifacts, tmp_path / "artifacts")
+    return shutil.copytree(published_run.artifacts, tmp_path / "artifacts", symlinks=True)
 
 
 def test_manifest_describes_every_published_file(published_run):
@@ -48,7 +49,7 @@ def test_an_index_built_from_other_embeddings_is_refused(artifacts, capsys):
     vectors = np.load(artifacts / "item_emb.npy")
     other = faiss.IndexFlatIP(vectors.shape[1])
     other.add(np.random.default_rng(1).standard_normal(vectors.shape).astype(np.float32))
-    faiss.write_index(other, str(artifacts / "index.faiss"))
+    faiss.write_index(other, str(resolve_set(artifacts) / "index.faiss"))
     with pytest.raises(ArtifactSetError, match=r"index\.faiss is not the file run .* published"):
         Recommender.load(artifacts)
     assert cli.main(["similar", "--game", "x", "--artifacts", str(artifacts)]) == 2
@@ -58,13 +59,13 @@ def test_an_index_built_from_other_embeddings_is_refused(artifacts, capsys):
 def test_a_manifest_whose_files_disagree_on_lineage_is_refused(artifacts):
     manifest = json.loads((artifacts / MANIFEST_FILE).read_text())
     manifest["files"]["index.faiss"]["built_from"]["item_emb.npy"] = "0" * 64
-    write_json_atomic(artifacts / MANIFEST_FILE, manifest)
+    write_json_atomic(resolve_set(artifacts) / MANIFEST_FILE, manifest)
     with pytest.raises(ArtifactSetError, match="index.faiss was built from another item_emb.npy"):
         Recommender.load(artifacts)
 
 
 def test_files_without_a_manifest_are_refused_unless_verification_is_off(artifacts):
-    (artifacts / MANIFEST_FILE).unlink()
+    (resolve_set(artifacts) / MANIFEST_FILE).unlink()
     with pytest.raises(ArtifactSetError, match="no manifest.json"):
         Recommender.load(artifacts)
     assert Recommender.load(artifacts, verify=False).index.ntotal > 0

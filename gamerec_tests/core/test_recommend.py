@@ -1,6 +1,10 @@
 """Serving from artifacts: the numpy user tower, the Recommender and the `gamerec` commands."""
 
 import json
+import os
+import subprocess
+import sys
+import unicodedata
 
 import numpy as np
 import polars as pl
@@ -10,6 +14,7 @@ import torch
 from gamerec_assets import Recommender, cli
 from gamerec_assets.core.model import TwoTower, UserHistory
 from gamerec_assets.core.recommend import (
+    AmbiguousTitleError,
     UnknownGameError,
     UnknownUserError,
 )
@@ -119,6 +124,51 @@ def test_unknown_users_and_titles_get_clear_errors(artifacts):
         recommender.similar(title, k=0)
 
 
+def _with_titles(recommender: Recommender, titles: dict[int, str]) -> Recommender:
+    """The same recommender over a catalog whose titles at some rows are replaced."""
+    catalog = recommender.catalog.with_columns(
+        title=pl.Series([titles.get(i, t) for i, t in enumerate(recommender.catalog["title"])])
+    )
+    return Recommender(
+        catalog,
+        recommender.index,
+        recommender.metric,
+        recommender.tower,
+        recommender.user_games,
+        recommender.item_vectors,
+    )
+
+
+def test_a_title_two_games_share_is_refused_with_their_ids_and_ids_choose_one(artifacts):
+    recommender = _with_titles(Recommender.load(artifacts), {3: "Portal", 7: "Portal"})
+    ids = recommender.catalog["game_id"]
+    with pytest.raises(AmbiguousTitleError) as caught:
+        recommender.similar("Portal")
+    assert str(caught.value) == (
+        f"2 games are titled 'Portal' (game ids {ids[3]}, {ids[7]}); name one by its id "
+        "(--game-id / --game-ids, or game_id= in Python)"
+    )
+    with pytest.raises(AmbiguousTitleError):
+        recommender.for_new_player(["Portal"])
+    by_id = recommender.similar(game_id=ids[7], k=4)
+    assert 7 not in {r.item_idx for r in by_id} and len(by_id) == 4
+    assert recommender.similar(game_id=str(ids[7]), k=4) == by_id  # as typed on a command line
+    mixed = recommender.for_new_player([recommender.catalog["title"][5]], k=3, game_ids=[ids[3]])
+    assert mixed == recommender.for_new_player(game_ids=[ids[5], ids[3]], k=3)
+    assert {3, 5}.isdisjoint(r.item_idx for r in mixed)
+    with pytest.raises(UnknownGameError, match="unknown game id '999999': not in the catalog"):
+        recommender.similar(game_id=999999)
+
+
+def test_titles_are_compared_after_unicode_normalisation(artifacts):
+    composed = unicodedata.normalize("NFC", "Pokémon Café")
+    recommender = _with_titles(Recommender.load(artifacts), {5: composed})
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert decomposed != composed
+    assert recommender.item_idx_of_titles([decomposed]).tolist() == [5]
+    assert recommender.similar(decomposed, k=2) == recommender.similar(composed, k=2)
+
+
 def test_load_names_missing_artifacts(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing catalog.parquet.*materialize the graph"):
         Recommender.load(tmp_path)
@@ -166,3 +216,60 @@ def test_commands_report_bad_ids_and_titles_with_exit_code_2(artifacts, capsys, 
     monkeypatch.setenv("ARTIFACTS_DIR", str(artifacts.parent / "nowhere"))
     assert cli.main(["recommend", "--user", "1"]) == 2
     assert "materialize the graph first" in capsys.readouterr().err
+
+
+def test_similar_and_recommend_by_game_id_on_the_command_line(artifacts, capsys):
+    catalog = Recommender.load(artifacts).catalog
+    first, second = (str(g) for g in catalog["game_id"][[1, 2]])
+    folder = ["--artifacts", str(artifacts)]
+    assert cli.main(["similar", "--game-id", first, "-k", "2", *folder]) == 0
+    assert f"nearest to game id {first}" in capsys.readouterr().out
+    assert cli.main(["recommend", "--game-ids", first, second, "-k", "2", "--json", *folder]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert cli.main(["recommend", "--user", "1", "--game-ids", first, *folder]) == 2
+    assert "give --user ID, or the games a new player owns" in capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_exits_quietly(artifacts):
+    """`gamerec recommend ... | head -1`: the reader leaves early; no BrokenPipeError."""
+    games = pl.read_parquet(artifacts / "user_games.parquet")
+    command = [
+        sys.executable,
+        "-m",
+        "gamerec_assets.cli",
+        "recommend",
+        "--user",
+        str(games["user_id"][0]),
+        "-k",
+        "50",
+        "--artifacts",
+        str(artifacts),
+    ]
+    reader_gone = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+    )
+    reader_gone.stdout.close()  # like head -1 once it has its line, before gamerec writes
+    stderr = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=60) == 0
+    assert stderr == ""
+
+
+def test_failures_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    nowhere = str(tmp_path / "nowhere")
+    assert cli.main(["recommend", "--user", "1", "--artifacts", nowhere]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"gamerec recommend: {nowhere}: no such folder; materialize the graph first (`gamerec "
+        "materialize`), or point ARTIFACTS_DIR (or --artifacts) at its artifacts\n"
+    )
+    assert cli.main(["--debug", "recommend", "--user", "1", "--artifacts", nowhere]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.endswith(
+        f"gamerec recommend: {nowhere}: no such folder; materialize the graph "
+        "first (`gamerec materialize`), or point ARTIFACTS_DIR (or --artifacts) "
+        "at its artifacts\n"
+    )
+    (tmp_path / "a-file").write_text("x")
+    assert cli.main(["similar", "--game", "x", "--artifacts", str(tmp_path / "a-file")]) == 2
+    assert "a-file: a file, not an artifacts folder" in capsys.readouterr().err
