@@ -14,8 +14,7 @@ import polars as pl
 import pytest
 import torch
 
-from gamerec_assets.assets.splits import cutoff_warning
-from gamerec_assets.core.evaluation import require_cutoff_below_catalog
+from gamerec_assets.core.evaluation import cutoff_warning, require_cutoff_below_catalog
 from gamerec_assets.core.metrics import TrainItems, evaluate_scorer
 from gamerec_assets.definitions import STAGE_MODULES
 from gamerec_tests.conftest import clustered_interactions, small_resources, with_settings

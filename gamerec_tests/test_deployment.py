@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gamerec_assets.assets.training import TRAINING_POOL
+from gamerec_assets.assets.tuning import TRAINING_POOL
 from gamerec_assets.core.settings import Source, settings_from_env
 from gamerec_assets.core.sources import synthetic_spec
 from gamerec_assets.core.synthetic import generate_synthetic_interactions

@@ -3,7 +3,7 @@ the sensor in a real daemon), and the training pool that keeps training runs one
 
 import dagster as dg
 
-from gamerec_assets.assets.training import TRAINING_POOL
+from gamerec_assets.assets.tuning import TRAINING_POOL
 from gamerec_assets.definitions import build_definitions
 from gamerec_assets.retraining import (
     GRAPH_JOB,
@@ -48,11 +48,12 @@ def test_the_job_is_the_whole_graph_and_both_triggers_start_stopped(file_source)
     assert sensor.minimum_interval_seconds == resources["source"].input_check_seconds == 60
 
 
-def test_only_training_is_in_the_training_pool(file_source):
+def test_only_the_steps_that_train_are_in_the_training_pool(file_source):
     _, resources, _ = file_source
     graph = build_definitions(resources).resolve_asset_graph()
     pools = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
     assert pools.pop("two_tower_checkpoint") == {TRAINING_POOL}
+    assert pools.pop("tuned_settings") == {TRAINING_POOL}
     assert not any(pools.values()), pools
 
 

@@ -1,4 +1,4 @@
-"""Stage 4, evaluation: leave-one-out metrics of the model beside the baselines."""
+"""Stage 4, evaluation: held-out metrics of the model beside the baselines, on the protocol."""
 
 import json
 import time
@@ -9,6 +9,7 @@ from gamerec_assets.assets.common import content_version, markdown_table
 from gamerec_assets.core.baselines import EASE_MAX_ITEMS
 from gamerec_assets.core.evaluation import (
     EvaluationData,
+    cutoff_warning,
     evaluate_als,
     evaluate_ease,
     evaluate_popularity,
@@ -60,6 +61,9 @@ def eval_metrics(
     device, files = compute.setup(), paths.settings()
     model, checkpoint = load_checkpoint(files.checkpoint, device)
     require_cutoff_below_catalog(evaluation.k, model.n_items)  # VAL_K alone may have changed
+    warning = cutoff_warning(evaluation.k, model.n_items)
+    if warning:
+        context.log.warning(warning)
     config = checkpoint_config(checkpoint)
     all_users = EvaluationData(
         train=read_split_frame(files.train_interactions),

@@ -16,11 +16,13 @@ from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.io import write_parquet_atomic
 from gamerec_assets.core.settings import Source
 from gamerec_assets.core.sources import (
+    heldout_snapshot_path,
     input_fingerprint,
     load_source,
     load_test_pairs,
     snapshot_path,
     snapshot_source,
+    snapshot_test,
 )
 from gamerec_assets.resources import PathsResource, SourceResource
 from gamerec_assets.versioning import effective_version
@@ -52,8 +54,9 @@ def input_data_version(fingerprint: str) -> str:
 def raw_interactions(
     context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource
 ) -> dg.MaterializeResult:
-    settings = source.settings()
-    fingerprint = snapshot_source(settings, paths.settings().source_snapshots)
+    settings, folder = source.settings(), paths.settings().source_snapshots
+    fingerprint = snapshot_source(settings, folder)
+    test_fingerprint = snapshot_test(settings, folder)
     version = effective_version(context, "raw_interactions", {"source": source})
     return dg.MaterializeResult(
         tags=version["tags"],
@@ -62,8 +65,11 @@ def raw_interactions(
             "source": source.kind,
             "path": source.path or "(synthetic generator)",
             "sha256": fingerprint,
+            **({"test_sha256": test_fingerprint} if test_fingerprint else {}),
         },
-        data_version=dg.DataVersion(input_data_version(input_fingerprint(settings, fingerprint))),
+        data_version=dg.DataVersion(
+            input_data_version(input_fingerprint(settings, fingerprint, test_fingerprint))
+        ),
     )
 
 
@@ -83,21 +89,22 @@ def interactions(
     context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource
 ) -> dg.MaterializeResult:
     settings, files = source.settings(), paths.settings()
-    raw = load_source(settings, fingerprinted_snapshot(context, settings, files.source_snapshots))
+    main, test_copy = fingerprinted_snapshots(context, settings, files.source_snapshots)
+    raw = load_source(settings, main)
     indexed = index_interactions(raw.frame)
-    test = load_test_pairs(settings, indexed)
+    test = load_test_pairs(settings, indexed, test_copy)
     written = [files.interactions, files.catalog, files.user_games]
-    if test is None:
-        files.test_interactions.unlink(missing_ok=True)
-    else:
-        write_parquet_atomic(test, files.test_interactions)
-        written.append(files.test_interactions)
     write_parquet_atomic(indexed.interactions, files.interactions)
     write_parquet_atomic(indexed.catalog, files.catalog)
     write_parquet_atomic(
         indexed.interactions.select("user_id", "user_idx", "item_idx", "play_time_hours"),
         files.user_games,
     )
+    if test is None:
+        files.test_interactions.unlink(missing_ok=True)
+    else:
+        write_parquet_atomic(test, files.test_interactions)
+        written.append(files.test_interactions)
     context.log.info(
         f"{indexed.interactions.height} interactions, {indexed.n_users} users, "
         f"{indexed.n_items} games from {raw.description}"
@@ -120,25 +127,41 @@ def interactions(
     )
 
 
-def fingerprinted_snapshot(
+def fingerprinted_snapshots(
     context: dg.AssetExecutionContext, settings: Source, folder: Path
-) -> Path | None:
-    """The copy of the input that the latest `raw_interactions` fingerprinted (None for
-    synthetic data): the version Dagster records for this step's input is that one."""
-    if settings.kind == "synthetic":
-        return None
+) -> tuple[Path | None, Path | None]:
+    """The copies of the input and of the test file (None for synthetic data, or without
+    GAMEREC_TEST_PATH) that the latest `raw_interactions` fingerprinted: the version Dagster
+    records for this step's input is theirs."""
+    if settings.kind == "synthetic" and not settings.test_path:
+        return None, None
     event = context.instance.get_latest_materialization_event(dg.AssetKey("raw_interactions"))
     metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    fingerprinted = metadata.get("path")
-    if "sha256" not in metadata or getattr(fingerprinted, "value", None) != settings.path:
+    fingerprinted = getattr(metadata.get("path"), "value", None)
+    expected = settings.path or "(synthetic generator)"
+    if "sha256" not in metadata or fingerprinted != expected:
         raise dg.Failure(
-            f"{settings.path} has not been fingerprinted yet: materialize raw_interactions "
-            "first (`gamerec materialize` does)"
+            f"{expected} has not been fingerprinted yet: materialize raw_interactions first "
+            "(`gamerec materialize` does)"
         )
-    snapshot = snapshot_path(folder, settings, metadata["sha256"].value)
+    main = test = None
+    if settings.kind != "synthetic":
+        main = _existing(snapshot_path(folder, settings, metadata["sha256"].value), settings.path)
+    if settings.test_path:
+        if "test_sha256" not in metadata:
+            raise dg.Failure(
+                f"{settings.test_path} has not been fingerprinted yet: materialize "
+                "raw_interactions first (`gamerec materialize` does)"
+            )
+        fingerprint = metadata["test_sha256"].value
+        test = _existing(heldout_snapshot_path(folder, settings, fingerprint), settings.test_path)
+    return main, test
+
+
+def _existing(snapshot: Path, configured: str) -> Path:
     if not snapshot.is_file():
         raise dg.Failure(
-            f"the copy of {settings.path} that raw_interactions fingerprinted ({snapshot}) is "
+            f"the copy of {configured} that raw_interactions fingerprinted ({snapshot}) is "
             "gone: materialize raw_interactions again"
         )
     return snapshot

@@ -6,20 +6,17 @@ training and before any file is written: nothing held out, or a catalog too smal
 (see `require_cutoff_below_catalog`).
 """
 
-import math
-
 import dagster as dg
 import polars as pl
 
 from gamerec_assets.assets.common import content_version, markdown_table, table_metadata
-from gamerec_assets.core.evaluation import require_cutoff_below_catalog
+from gamerec_assets.core.evaluation import cutoff_warning, require_cutoff_below_catalog
 from gamerec_assets.core.io import write_parquet_atomic
 from gamerec_assets.core.settings import LEAVE_ONE_OUT
 from gamerec_assets.core.splits import make_split, require_heldout_users
 from gamerec_assets.resources import EvaluationResource, PathsResource, SplitResource
 from gamerec_assets.versioning import effective_version
 
-CHANCE_RECALL_WARNING = 0.5
 """Warn when a random ranking's Recall@VAL_K would reach this."""
 SPLIT_NO_LEAKAGE = "split_no_leakage"
 SPLIT_EVAL_USERS_HAVE_TRAIN_DATA = "split_eval_users_have_train_data"
@@ -102,21 +99,6 @@ def split_interactions(
             "path": dg.MetadataValue.path(str(files.val_interactions)),
         },
         data_version=content_version(files.val_interactions),
-    )
-
-
-def cutoff_warning(k: int, n_items: int) -> str | None:
-    """A warning when VAL_K is near the catalog size: a held-out game ranks among at most
-    n_items - 1 candidates, so a random ranking already scores Recall@k of about
-    k / (n_items - 1), and Recall@k tells little between models."""
-    chance = k / max(n_items - 1, 1)
-    if chance < CHANCE_RECALL_WARNING:
-        return None
-    largest = math.ceil((n_items - 1) * CHANCE_RECALL_WARNING) - 1
-    return (
-        f"VAL_K={k} is {chance:.0%} of the {n_items - 1} games a held-out game ranks among: a "
-        f"random ranking scores Recall@{k} of about {chance:.2f}, so the metric tells little "
-        f"between models; set VAL_K to at most {largest}"
     )
 
 

@@ -11,7 +11,7 @@ import polars as pl
 import torch
 
 from gamerec_assets.assets.common import content_version
-from gamerec_assets.assets.tuning import catalog_size, tuned_config
+from gamerec_assets.assets.tuning import TRAINING_POOL, catalog_size, tuned_config
 from gamerec_assets.core.io import atomic_path
 from gamerec_assets.core.plots import training_curve_png
 from gamerec_assets.core.processes import children_die_with_me
@@ -37,7 +37,6 @@ from gamerec_assets.versioning import effective_version
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
 # The concurrency pool of training. The deployment's instance (deploy/docker/dagster.yaml)
 # limits it to one run at a time; without a limit (the local instance) it changes nothing.
-TRAINING_POOL = "gamerec_training"
 ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 
 

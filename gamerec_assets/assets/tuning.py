@@ -35,6 +35,10 @@ from gamerec_assets.resources import (
 )
 from gamerec_assets.versioning import effective_version
 
+TRAINING_POOL = "gamerec_training"
+"""The concurrency pool of the steps that train (the search and the checkpoint): the
+deployment's instance runs one at a time."""
+
 
 def catalog_size(files: Paths) -> tuple[int, int]:
     """(players, games) of the indexed interactions: the sizes of the model's tables."""
@@ -46,6 +50,7 @@ def catalog_size(files: Paths) -> tuple[int, int]:
 @dg.asset(
     deps=["train_interactions", "val_interactions", "interactions"],
     group_name="training",
+    pool=TRAINING_POOL,
     kinds={"optuna"},
     description=(
         "The training settings chosen for this data: an Optuna study (TPE, bad trials pruned "

@@ -5,6 +5,7 @@ Every scorer goes through `metrics.evaluate_scorer`: the full catalog is ranked 
 evaluated user, the user's training games masked, ties to the smaller item_idx.
 """
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,12 +29,28 @@ from gamerec_assets.core.splits import tuning_split
 from gamerec_assets.core.training.loss import playtime_weights
 
 EASE_L2_GRID = (50.0, 200.0, 500.0, 1000.0)
+CHANCE_RECALL_WARNING = 0.5
 DEFAULT_EASE_L2 = 200.0  # used when the training data leaves nothing to tune on
 ALS_FACTORS = (64, 128, 256)
 ALS_REGULARIZATION_GRID = (0.01, 0.1, 1.0, 10.0)
 DEFAULT_ALS = {"factors": 128, "regularization": 0.1}
 GRID_WIDENING = 4.0
 GRID_MAX_WIDENINGS = 4
+
+
+def cutoff_warning(k: int, n_items: int) -> str | None:
+    """A warning when VAL_K is near the catalog size: a held-out game ranks among at most
+    n_items - 1 candidates, so a random ranking already scores Recall@k of about
+    k / (n_items - 1), and Recall@k tells little between models."""
+    chance = k / max(n_items - 1, 1)
+    if chance < CHANCE_RECALL_WARNING:
+        return None
+    largest = math.ceil((n_items - 1) * CHANCE_RECALL_WARNING) - 1
+    return (
+        f"VAL_K={k} is {chance:.0%} of the {n_items - 1} games a held-out game ranks among: a "
+        f"random ranking scores Recall@{k} of about {chance:.2f}, so the metric tells little "
+        f"between models; set VAL_K to at most {largest}"
+    )
 
 
 def require_cutoff_below_catalog(k: int, n_items: int) -> None:

@@ -1,4 +1,4 @@
-"""Small PNG charts for the Dagster UI: the training curve, rendered off-screen (Agg)."""
+"""PNG charts for the Dagster UI: the training curve and the search's trials, drawn off-screen."""
 
 import io
 

@@ -14,6 +14,7 @@ these declarations:
 The defaults are the project's tuned ones: `TrainConfig()` is the model the graph trains.
 """
 
+import datetime
 import math
 import os
 import re
@@ -386,6 +387,18 @@ ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([ T][\d:.]+)?(Z|[+-]\d{2}:?\d{2})?")
 SPLIT_STRATEGIES = (*LEAVE_ONE_OUT, "temporal", "predefined")
 
 
+def cutoff_moment(text: str) -> datetime.datetime | None:
+    """An ISO date or datetime as a naive UTC datetime (how timestamps are stored: an offset
+    is converted), or None when it is no real date (2019-13-45)."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return moment
+
+
 @dataclass(frozen=True)
 class Split(SettingsGroup):
     """Which (user, game) pairs are held out for evaluation."""
@@ -416,7 +429,7 @@ class Split(SettingsGroup):
         try:
             fraction = float(self.cutoff)
         except ValueError:
-            if not ISO_DATE.fullmatch(self.cutoff):
+            if not ISO_DATE.fullmatch(self.cutoff) or cutoff_moment(self.cutoff) is None:
                 raise SettingError(
                     f"GAMEREC_SPLIT_CUTOFF={self.cutoff!r} (split.cutoff): expected an ISO date "
                     "such as 2025-06-01 or a fraction between 0 and 1"
@@ -608,10 +621,18 @@ class Tuning(SettingsGroup):
         "first is the declared defaults); 0: no search",
         ge=0,
     )
+    budget: float = setting(
+        2.0,
+        "GAMEREC_TUNE_BUDGET",
+        "time the search spends after the defaults' trial, as a multiple of that trial's time "
+        "(so it scales with the data); no trial starts after it; 0: the defaults' trial alone",
+        ge=0,
+    )
     minutes: float = setting(
-        5.0,
+        20.0,
         "GAMEREC_TUNE_MINUTES",
-        "time budget of the search: no trial starts after it; 0: no limit",
+        "the most minutes the whole search may take, whatever GAMEREC_TUNE_BUDGET allows; "
+        "0: no limit",
         ge=0,
     )
     params: str = setting(

@@ -62,6 +62,7 @@ ISO_EXPECTED = (
 )
 UNIX_SECONDS_RANGE = (-2_208_988_800, 7_258_118_400)  # 1900-01-01 .. 2200-01-01 UTC
 SNAPSHOTS_KEPT = 2
+TEST_PATH_VARIABLE = "GAMEREC_TEST_PATH"
 
 
 class InteractionsFileError(ValueError):
@@ -82,12 +83,12 @@ class RawInteractions:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def _require_file(path: Path) -> None:
+def _require_file(path: Path, variable: str = "GAMEREC_SOURCE_PATH") -> None:
     if not path.exists():
-        raise InteractionsFileError(path, "file not found (set GAMEREC_SOURCE_PATH to the file)")
+        raise InteractionsFileError(path, f"file not found (set {variable} to the file)")
     if path.is_dir():
         raise InteractionsFileError(
-            path, "a folder, not a file (set GAMEREC_SOURCE_PATH to the interactions file)"
+            path, f"a folder, not a file (set {variable} to the interactions file)"
         )
     if not path.is_file():
         raise InteractionsFileError(path, "not a regular file (a device or a pipe?)")
@@ -682,15 +683,17 @@ def source_fingerprint(source: Source) -> str:
     return input_fingerprint(source, file_sha256(path))
 
 
-def input_fingerprint(source: Source, main: str) -> str:
+def input_fingerprint(source: Source, main: str, test: str | None = None) -> str:
     """The fingerprint of the input whose main file (or synthetic spec) hashes to `main`:
-    that hash, combined with the test file's when GAMEREC_TEST_PATH is set, so an edited test
-    set makes the graph stale too."""
+    that hash, combined with the test file's (`test`, or hashed now) when GAMEREC_TEST_PATH is
+    set, so an edited test set makes the graph stale too."""
     if not source.test_path:
         return main
-    test = Path(source.test_path)
-    _require_file(test)
-    return config_fingerprint([main, file_sha256(test)])
+    if test is None:
+        path = Path(source.test_path)
+        _require_file(path, TEST_PATH_VARIABLE)
+        test = file_sha256(path)
+    return config_fingerprint([main, test])
 
 
 def read_file(kind: str, path: str | Path, timestamp_format: str | None = None) -> RawInteractions:
@@ -707,6 +710,12 @@ def snapshot_path(folder: str | os.PathLike, source: Source, fingerprint: str) -
     return Path(folder) / f"{fingerprint}{suffix}"
 
 
+def heldout_snapshot_path(folder: str | os.PathLike, source: Source, fingerprint: str) -> Path:
+    """Where `snapshot_test` keeps the copy of the GAMEREC_TEST_PATH file it hashed."""
+    suffix = "".join(Path(source.test_path or "").suffixes[-2:]).lower()
+    return Path(folder) / "test" / f"{fingerprint}{suffix}"
+
+
 def snapshot_source(source: Source, folder: str | os.PathLike) -> str:
     """The input's fingerprint, with a copy of exactly the bytes it hashes kept in `folder`.
 
@@ -717,10 +726,27 @@ def snapshot_source(source: Source, folder: str | os.PathLike) -> str:
     """
     if source.kind == "synthetic":
         return config_fingerprint(asdict(synthetic_spec(source)))
-    path = Path(source.path)
-    _require_file(path)
+    return _snapshot(
+        Path(source.path), lambda fp: snapshot_path(folder, source, fp), "GAMEREC_SOURCE_PATH"
+    )
+
+
+def snapshot_test(source: Source, folder: str | os.PathLike) -> str | None:
+    """The same for the GAMEREC_TEST_PATH file (None without one), so the held-out pairs
+    evaluated are the bytes fingerprinted too."""
+    if not source.test_path:
+        return None
+    return _snapshot(
+        Path(source.test_path),
+        lambda fp: heldout_snapshot_path(folder, source, fp),
+        TEST_PATH_VARIABLE,
+    )
+
+
+def _snapshot(path: Path, target_of: Callable[[str], Path], variable: str) -> str:
+    _require_file(path, variable)
     fingerprint = file_sha256(path)
-    target = snapshot_path(folder, source, fingerprint)
+    target = target_of(fingerprint)
     if not target.is_file():
         with atomic_path(target, needed=path.stat().st_size) as tmp:
             if _copy_hashing(path, tmp) != fingerprint:
@@ -728,7 +754,8 @@ def snapshot_source(source: Source, folder: str | os.PathLike) -> str:
                     path, "changed while it was being read (still being written?); run again"
                 )
     os.utime(target)  # the newest snapshot is the one in use
-    snapshots = sorted(Path(folder).glob("[0-9a-f]" * 64 + "*"), key=lambda p: p.stat().st_mtime)
+    pattern = "[0-9a-f]" * 64 + "*"
+    snapshots = sorted(target.parent.glob(pattern), key=lambda p: p.stat().st_mtime)
     for old in snapshots[:-SNAPSHOTS_KEPT]:
         old.unlink(missing_ok=True)
     return fingerprint
@@ -766,14 +793,28 @@ def load_source(source: Source, snapshot: str | os.PathLike | None = None) -> Ra
     return replace(raw, description=f"{source.kind}:{source.path}")
 
 
-def load_test_pairs(source: Source, indexed: IndexedInteractions) -> pl.DataFrame | None:
-    """The held-out pairs of GAMEREC_TEST_PATH (read like the source, then given the source's
-    indices), or None when there is no test file. Players or games the source does not train
-    on, and pairs also in the source, are errors naming the file and the first such row."""
+def load_test_pairs(
+    source: Source, indexed: IndexedInteractions, snapshot: str | os.PathLike | None = None
+) -> pl.DataFrame | None:
+    """The held-out pairs of GAMEREC_TEST_PATH (read like the source, from `snapshot`, the
+    copy `snapshot_test` made, when given; then given the source's indices), or None when
+    there is no test file. Players or games the source does not train on, and pairs also in
+    the source, are errors naming the file and the first such row."""
     if not source.test_path:
         return None
-    path = Path(source.test_path)
+    path = Path(snapshot) if snapshot is not None else Path(source.test_path)
     kind = "interactions" if source.kind == "synthetic" else source.kind
+    try:
+        return _indexed_test_pairs(path, kind, source, indexed)
+    except InteractionsFileError as error:
+        if snapshot is None:
+            raise
+        raise InteractionsFileError(source.test_path, error.problem) from error
+
+
+def _indexed_test_pairs(
+    path: Path, kind: str, source: Source, indexed: IndexedInteractions
+) -> pl.DataFrame:
     test = read_file(kind, path, source.timestamp_format).frame
     users = indexed.interactions.select("user_id", "user_idx").unique()
     games = indexed.catalog.select("game_id", "item_idx")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from gamerec_assets.core.settings import LEAVE_ONE_OUT
+from gamerec_assets.core.settings import LEAVE_ONE_OUT, cutoff_moment
 from gamerec_assets.core.settings import Split as SplitSettings
 
 SPLIT_COLUMNS = ("user_idx", "item_idx", "play_time_hours", "timestamp")
@@ -126,11 +126,12 @@ def temporal_split(interactions: pl.DataFrame, cutoff: float | str) -> Split:
     if isinstance(cutoff, float):
         moment = times.sort(nulls_last=True)[max(0, round(len(times) * (1 - cutoff)) - 1)]
     elif isinstance(times.dtype, pl.Datetime):
-        moment = pl.Series([cutoff]).str.to_datetime(
-            time_unit=times.dtype.time_unit, time_zone=times.dtype.time_zone
-        )[0]
+        moment = pl.Series([cutoff_moment(cutoff)]).dt.replace_time_zone(
+            "UTC" if times.dtype.time_zone else None
+        )
+        moment = moment.cast(times.dtype)[0]
     elif times.dtype == pl.Date:
-        moment = pl.Series([cutoff]).str.to_datetime().dt.date()[0]
+        moment = cutoff_moment(cutoff).date()
     else:
         raise ValueError(
             f"GAMEREC_SPLIT_CUTOFF={cutoff!r} is a date, but the timestamp column holds "

@@ -79,9 +79,9 @@ def search(
     log: Callable[[str], None] = print,
     world: World = SINGLE_PROCESS,
 ) -> TuningResult | None:
-    """Run (or resume) the study of `tuning.params` but the `fixed` ones, within
-    `tuning.trials` trials and `tuning.minutes` minutes; None when there is nothing to search
-    or tune on."""
+    """Run (or resume) the study of `tuning.params` but the `fixed` ones: the defaults' trial,
+    then others within `tuning.trials` trials and the time `time_left` allows; None when there
+    is nothing to search or tune on."""
     params = tuning.searched(fixed)
     carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if not params or tuning.trials == 0 or carved.val.height == 0:
@@ -102,37 +102,57 @@ def search(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after period {period}")
 
-        result = train_model(
-            pairs,
-            n_users,
-            n_items,
-            trial_config,
-            world=world,
-            tuning=tuning_set,
-            log=lambda _: None,
-            phase=f"trial {trial.number}",
-            period_pairs=tuning.every_pairs,
-            on_score=report,
-            progress=False,
-        )
+        try:
+            result = train_model(
+                pairs,
+                n_users,
+                n_items,
+                trial_config,
+                world=world,
+                tuning=tuning_set,
+                log=log,
+                phase=f"trial {trial.number}",
+                period_pairs=tuning.every_pairs,
+                on_score=report,
+                progress=False,
+            )
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - trial_started)
         trial.set_user_attr("best_period", result.best_period)
         trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("seconds", time.perf_counter() - trial_started)
         trial.set_user_attr("trial_config", trial_config.model_dict())
         trial.set_user_attr("tuning_ndcg", result.tuning_ndcg)
         return max(result.tuning_ndcg)
 
-    done = len([t for t in study.trials if t.state.is_finished()])
-    remaining = max(0, tuning.trials - done)
-    if remaining:
-        log(f"tuning {', '.join(params)}: {remaining} trial(s) left of {tuning.trials}")
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=tuning.minutes * 60 if tuning.minutes else None,
-            callbacks=[_log_trial(log)],
-        )
+    def optimize(n_trials: int, timeout: float | None) -> None:
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[_log_trial(log)])
+
+    log(f"searching {', '.join(params)}: at most {tuning.trials} trial(s), the defaults first")
+    if not _finished(study):
+        optimize(1, None)  # the defaults' trial, whatever the budget: training reuses it
+    remaining = tuning.trials - len(_finished(study))
+    seconds_left = time_left(study, tuning)
+    if remaining > 0 and seconds_left > 0:
+        log(f"{remaining} more trial(s) for at most {seconds_left / 60:.1f} min")
+        optimize(remaining, seconds_left)
     return _result(study, time.perf_counter() - started)
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [trial for trial in study.trials if trial.state.is_finished()]
+
+
+def time_left(study: optuna.Study, tuning: Tuning) -> float:
+    """Seconds the search may still spend after the defaults' trial: `tuning.budget` times
+    that trial's time, within `tuning.minutes` for the whole search, less what the other
+    trials took. So the search costs in proportion to what training costs on this data."""
+    seconds = [trial.user_attrs.get("seconds", 0.0) for trial in _finished(study)]
+    if not seconds:
+        return 0.0
+    allowed = tuning.budget * seconds[0]
+    if tuning.minutes:
+        allowed = min(allowed, tuning.minutes * 60 - seconds[0])
+    return allowed - sum(seconds[1:])
 
 
 def _study(path: Path, name: str, config: TrainConfig, params: list[str]) -> optuna.Study:

@@ -1,8 +1,10 @@
 """Every source kind x every split strategy materializes the whole default graph.
 
-Only the data is small: every other setting is the default a user gets, so a documented
-option that one step supports and a later step does not (as `latest` once was: the split
-used the timestamps, training's tuning split could not see them) fails here.
+Only the data and the amount of work are small (the search tries the defaults and one more
+configuration; training runs at most 3 epochs of dim 32): every other setting is the default a
+user gets, so a documented option that one step supports and a later step does not (as
+`latest` once was: the split used the timestamps, training's tuning split could not see them)
+fails here.
 """
 
 import json
@@ -78,6 +80,9 @@ def test_the_default_graph_runs_on_every_source_with_every_split(tmp_path, kind,
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         "GAMEREC_SPLIT": strategy,
         "GAMEREC_NUM_THREADS": "2",
+        "GAMEREC_TUNE_TRIALS": "2",
+        "TRAIN_EPOCHS": "3",
+        "EMBED_DIM": "32",
         **write_source(kind, strategy, tmp_path),
     }
     defs = build_definitions(resources_from_env(environ))

@@ -2,6 +2,7 @@
 overflow, damaged bytes, and a file replaced while it was being read."""
 
 import gzip
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -12,11 +13,14 @@ from gamerec_assets.core.features import index_interactions
 from gamerec_assets.core.settings import SettingError, Source
 from gamerec_assets.core.sources import (
     InteractionsFileError,
+    heldout_snapshot_path,
     load_source,
+    load_test_pairs,
     read_interactions_file,
     read_steam200k,
     snapshot_path,
     snapshot_source,
+    snapshot_test,
 )
 from gamerec_assets.core.splits import leave_one_out_split
 
@@ -249,6 +253,36 @@ def test_what_is_parsed_is_the_copy_of_the_bytes_fingerprinted(tmp_path):
     with pytest.raises(InteractionsFileError) as caught:  # errors name the user's file
         load_source(source, snapshot_path(folder, source, third))
     assert str(caught.value).startswith(f"{path}: data row 1 (line 2), column play_time_hours")
+
+
+def test_the_test_file_is_read_from_its_fingerprinted_copy_too(tmp_path):
+    path = _csv(tmp_path, "user_id,game_id\n1,10\n1,11\n2,10\n2,12\n3,11\n3,12\n")
+    test = _csv(tmp_path, "user_id,game_id\n1,12\n2,11\n", "test.csv")
+    source = Source(kind="interactions", path=str(path), test_path=str(test))
+    folder = tmp_path / "data" / "source"
+    fingerprint = snapshot_test(source, folder)
+    test.write_text("user_id,game_id\n3,10\n")  # replaced after fingerprinting
+    indexed = index_interactions(load_source(source).frame)
+    copy = heldout_snapshot_path(folder, source, fingerprint)
+    pairs = load_test_pairs(source, indexed, copy)
+    assert sorted(pairs["user_id"].to_list()) == [1, 2]  # the bytes fingerprinted
+    assert load_test_pairs(source, indexed)["user_id"].to_list() == [3]  # the live file
+    assert snapshot_test(replace(source, test_path=None), folder) is None
+    copy.write_text("user_id,game_id\n1,10\n")  # a pair also trained on, named by its file
+    with pytest.raises(InteractionsFileError) as caught:
+        load_test_pairs(source, indexed, copy)
+    assert str(caught.value).startswith(f"{test}: ") and "in the source too" in str(caught.value)
+
+
+@pytest.mark.parametrize("make", ["missing", "folder"])
+def test_a_missing_test_file_names_its_own_variable(tmp_path, make):
+    path = _csv(tmp_path, "user_id,game_id\n1,10\n")
+    test = tmp_path / "test.csv"
+    if make == "folder":
+        test.mkdir()
+    source = Source(kind="interactions", path=str(path), test_path=str(test))
+    with pytest.raises(InteractionsFileError, match="set GAMEREC_TEST_PATH to"):
+        snapshot_test(source, tmp_path / "source")
 
 
 def test_a_file_that_changes_while_it_is_copied_is_refused(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from gamerec_assets.core.features import index_interactions
-from gamerec_assets.core.settings import LEAVE_ONE_OUT
+from gamerec_assets.core.settings import LEAVE_ONE_OUT, SettingError
 from gamerec_assets.core.settings import Split as SplitSettings
 from gamerec_assets.core.splits import (
     leave_one_out_split,
@@ -182,6 +182,22 @@ def test_temporal_takes_a_date_too():
     assert split.train["timestamp"].max() <= moment < split.val["timestamp"].min()
     with pytest.raises(ValueError, match="needs a timestamp column"):
         temporal_split(frame.drop("timestamp"), 0.2)
+
+
+@pytest.mark.parametrize("aware", [False, True], ids=["naive-utc", "utc-aware"])
+def test_a_cutoff_with_an_offset_is_the_same_moment_in_utc(aware):
+    frame = _random_interactions(n_users=60, seed=5)
+    if aware:
+        frame = frame.with_columns(pl.col("timestamp").dt.replace_time_zone("UTC"))
+    local = make_split(frame, SplitSettings(strategy="temporal", cutoff="2024-09-01T02:00+02:00"))
+    utc = make_split(frame, SplitSettings(strategy="temporal", cutoff="2024-09-01T00:00:00Z"))
+    assert _pairs(local.val) == _pairs(utc.val) and local.val.height > 0
+
+
+@pytest.mark.parametrize("cutoff", ["2019-13-45", "2019-02-30", "2019-06-01T25:00"])
+def test_a_cutoff_that_is_no_real_date_is_refused_before_anything_runs(cutoff):
+    with pytest.raises(SettingError, match=f"GAMEREC_SPLIT_CUTOFF='{cutoff}'.*expected an ISO"):
+        SplitSettings(strategy="temporal", cutoff=cutoff)
 
 
 def test_predefined_takes_the_given_pairs_and_needs_them():

@@ -2,18 +2,26 @@
 a training run can take its settings and its length from."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
+import optuna
 import pytest
 
 from gamerec_assets.core.settings import SEARCH_SPACE, SettingError, TrainConfig, Tuning
 from gamerec_assets.core.training.job import fit_two_tower
-from gamerec_assets.core.tuning import read_result, reusable_length, search, write_result
+from gamerec_assets.core.tuning import (
+    read_result,
+    reusable_length,
+    search,
+    time_left,
+    write_result,
+)
 from gamerec_tests.core.training.helpers import quiet, train_frame
 
 SMALL = replace(
     TrainConfig(), epochs=3, batch_size=16, embed_dim=8, patience=1, negatives=0, seed=1
 )
-TUNING = Tuning(trials=3, minutes=0, params="lr,temperature,negatives")
+TUNING = Tuning(trials=3, budget=1000.0, minutes=0, params="lr,temperature,negatives")
 
 
 def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study"):
@@ -83,3 +91,23 @@ def test_only_searchable_settings_may_be_listed():
     with pytest.raises(SettingError, match="GAMEREC_TUNE_PARAMS='lr,epochs'.*epochs cannot"):
         Tuning(params="lr,epochs")
     assert Tuning(params="lr, temperature").searched({"lr"}) == ["temperature"]
+
+
+def test_a_budget_of_zero_runs_the_defaults_trial_alone(tmp_path):
+    result = run_search(tmp_path, replace(TUNING, budget=0.0))
+    assert len(result.trials) == 1 and result.trials[0]["params"]["lr"] == SMALL.lr
+
+
+def finished(*seconds):
+    state = optuna.trial.TrialState.COMPLETE
+    trials = [SimpleNamespace(state=state, user_attrs={"seconds": s}) for s in seconds]
+    return SimpleNamespace(trials=trials)
+
+
+def test_the_time_left_is_a_multiple_of_the_defaults_trial_within_the_minutes():
+    tuning = Tuning(budget=2.0, minutes=0)
+    assert time_left(finished(), tuning) == 0.0  # nothing measured yet
+    assert time_left(finished(30.0), tuning) == 60.0
+    assert time_left(finished(30.0, 25.0, 10.0), tuning) == 25.0
+    assert time_left(finished(30.0, 50.0, 20.0), tuning) < 0  # spent: no trial starts
+    assert time_left(finished(600.0), Tuning(budget=2.0, minutes=15)) == 300.0  # the cap

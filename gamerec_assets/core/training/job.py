@@ -136,10 +136,7 @@ def fit_two_tower(
             periods=known_length.periods,
             **phase("refit"),
         )
-        final.tuning_ndcg = list(known_length.tuning_ndcg)
-        final.best_epoch, final.best_period = known_length.best_epoch, known_length.periods
-        final.config = config
-        return FitResult(final=final)
+        return FitResult(final=_as_selected(final, config, known_length))
     carved = None
     if config.select_epochs:
         carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
@@ -169,11 +166,19 @@ def fit_two_tower(
         periods=tuned.best_period,
         **phase("refit"),
     )
-    final.tuning_ndcg = list(tuned.tuning_ndcg)
+    selected = KnownLength(tuned.best_period, tuned.best_epoch, list(tuned.tuning_ndcg))
+    final = _as_selected(final, config, selected)
     final.tuning_ndcg_error = list(tuned.tuning_ndcg_error)
-    final.best_epoch, final.best_period = tuned.best_epoch, tuned.best_period
-    final.config = config  # as configured; best_epoch says how long the refit ran
     return FitResult(final=final, tuning=tuned)
+
+
+def _as_selected(final: TrainResult, config: TrainConfig, length: KnownLength) -> TrainResult:
+    """A refit's result, recording the selection it followed: the configuration as given
+    (its length is `best_epoch`) and the tuning scores that chose the length."""
+    final.tuning_ndcg = list(length.tuning_ndcg)
+    final.best_epoch, final.best_period = length.best_epoch, length.periods
+    final.config = config
+    return final
 
 
 def run_training(
