@@ -37,6 +37,20 @@ def suggest(trial: optuna.Trial, name: str) -> Any:
     return trial.suggest_float(name, values[0], values[1], log=kind == "log")
 
 
+def flip_playtime_weighting(config: TrainConfig) -> dict[str, Any]:
+    """The defaults with play-time weighting the other way: the setting that depends most on
+    the protocol (on Steam-200k's tuning split, off is 8% worse when the most-played game is
+    held out and 6% better when a random one is)."""
+    return {"playtime_weighting": not config.playtime_weighting}
+
+
+PRIOR_TRIALS: tuple[tuple[str, Callable[[TrainConfig], dict[str, Any]]], ...] = (
+    ("playtime_weighting", flip_playtime_weighting),
+)
+"""Changes of the defaults tried right after them (when their setting is searched), before
+TPE proposes anything."""
+
+
 @dataclass(frozen=True)
 class TuningResult:
     """What a search found: the best settings, how long they trained, and every trial."""
@@ -172,7 +186,11 @@ def _study(path: Path, name: str, config: TrainConfig, params: list[str]) -> opt
         load_if_exists=True,
     )
     if not study.trials:  # the declared defaults first: the search starts from them
-        study.enqueue_trial({name: getattr(config, name) for name in params})
+        defaults = {name: getattr(config, name) for name in params}
+        study.enqueue_trial(defaults)
+        for name, change in PRIOR_TRIALS:
+            if name in params:
+                study.enqueue_trial({**defaults, **change(config)})
     return study
 
 

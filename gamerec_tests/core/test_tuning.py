@@ -111,3 +111,11 @@ def test_the_time_left_is_a_multiple_of_the_defaults_trial_within_the_minutes():
     assert time_left(finished(30.0, 25.0, 10.0), tuning) == 25.0
     assert time_left(finished(30.0, 50.0, 20.0), tuning) < 0  # spent: no trial starts
     assert time_left(finished(600.0), Tuning(budget=2.0, minutes=15)) == 300.0  # the cap
+
+
+def test_the_second_trial_flips_playtime_weighting_when_it_is_searched(tmp_path):
+    tuning = replace(TUNING, trials=2, params="lr,playtime_weighting")
+    result = run_search(tmp_path, tuning)
+    first, second = (trial["params"] for trial in result.trials)
+    assert first == {"lr": SMALL.lr, "playtime_weighting": SMALL.playtime_weighting}
+    assert second == {"lr": SMALL.lr, "playtime_weighting": not SMALL.playtime_weighting}
