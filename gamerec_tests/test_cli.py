@@ -52,7 +52,7 @@ def test_a_second_run_with_nothing_changed_executes_no_asset(project, capsys):
     code, output = gamerec(capsys, "materialize")
     assert code == 0
     assert {status for status, _, _ in plan_rows(output).values()} == {"missing"}
-    assert "Materializing 8 asset(s)" in output
+    assert "Materializing 9 asset(s)" in output
     before = materialization_counts()
     assert set(before.values()) == {1}
 

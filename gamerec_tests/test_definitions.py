@@ -10,7 +10,16 @@ EXPECTED_GRAPH = {
     "interactions": ("ingestion", {"raw_interactions"}, {"polars", "parquet"}),
     "train_interactions": ("splits", {"interactions"}, {"polars", "parquet"}),
     "val_interactions": ("splits", {"interactions"}, {"polars", "parquet"}),
-    "two_tower_checkpoint": ("training", {"train_interactions", "interactions"}, {"pytorch"}),
+    "tuned_settings": (
+        "training",
+        {"train_interactions", "val_interactions", "interactions"},
+        {"optuna"},
+    ),
+    "two_tower_checkpoint": (
+        "training",
+        {"train_interactions", "interactions", "tuned_settings"},
+        {"pytorch"},
+    ),
     "item_embeddings": ("training", {"two_tower_checkpoint"}, {"numpy"}),
     "eval_metrics": (
         "evaluation",

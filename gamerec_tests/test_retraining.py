@@ -39,7 +39,7 @@ def test_the_job_is_the_whole_graph_and_both_triggers_start_stopped(file_source)
     keys = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert keys == {"raw_interactions", *ALL_ASSETS}
     every_check = defs.resolve_asset_graph().asset_check_keys
-    assert job.asset_layer.asset_graph.asset_check_keys == every_check and len(every_check) == 10
+    assert job.asset_layer.asset_graph.asset_check_keys == every_check and len(every_check) == 11
     sensor = defs.resolve_sensor_def(INPUT_SENSOR)
     schedule = defs.resolve_schedule_def(NIGHTLY_SCHEDULE)
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED

@@ -133,12 +133,25 @@ def _temporary_beside(target: Path, make_dir: bool, needed: int | None) -> Itera
         _remove(tmp)
 
 
+DISK_BLOCK = 4096
+
+
+def on_disk(size: int) -> int:
+    """Bytes a file of `size` bytes takes on a disk of 4 KiB blocks (what free space pays),
+    with a block for its metadata: so "needed" in a disk-full message is what must be free."""
+    return (size + DISK_BLOCK - 1) // DISK_BLOCK * DISK_BLOCK + DISK_BLOCK
+
+
 def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as error:
+        blocking = next(
+            (p for p in (target.parent, *target.parent.parents) if p.exists() and not p.is_dir()),
+            Path(error.filename or target.parent),
+        )
         raise NotADirectoryError(
-            f"cannot write {target}: {error.filename or target.parent} is a file, not a folder"
+            f"cannot write {target}: {blocking} is a file, not a folder"
         ) from error
 
 

@@ -31,6 +31,7 @@ from gamerec_assets.core.io import (
     atomic_dir,
     file_sha256,
     fsync_path,
+    on_disk,
     remove_stale_temporaries_in,
     require_space,
     write_json_atomic,
@@ -163,7 +164,7 @@ def publish_artifacts(
             ensure_reader_links(target)
         sets = target / SETS_FOLDER
         remove_stale_temporaries_in(sets)
-        needed = sum(entry["bytes"] for entry in manifest["files"].values())
+        needed = sum(on_disk(entry["bytes"]) for entry in manifest["files"].values())
         require_space(target, needed, f"the serving set of run {run_id}")
         with atomic_dir(sets / name, needed=needed) as tmp:
             # copies, never links: a file edited in place (in staging or in one set) must

@@ -17,6 +17,7 @@ from gamerec_assets.core.io import (
     combined_sha256,
     file_sha256,
     human_bytes,
+    on_disk,
     remove_stale_temporaries_in,
     require_space,
     write_json_atomic,
@@ -212,6 +213,13 @@ def test_a_file_where_a_folder_should_be_is_named(tmp_path):
     (tmp_path / "data").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match=r"data is a file, not a folder"):
         write_json_atomic(tmp_path / "data" / "x.json", {})
+    with pytest.raises(NotADirectoryError) as caught:  # deeper: the file is still the one named
+        write_json_atomic(tmp_path / "data" / "staging" / "x.json", {})
+    assert str(caught.value).endswith(f"{tmp_path / 'data'} is a file, not a folder")
+
+
+def test_what_a_file_takes_on_disk_is_whole_blocks_and_one_more():
+    assert [on_disk(n) for n in (0, 1, 4096, 4097)] == [4096, 8192, 8192, 12288]
 
 
 # --- folders -------------------------------------------------------------------------------
