@@ -625,7 +625,8 @@ class Tuning(SettingsGroup):
         2.0,
         "GAMEREC_TUNE_BUDGET",
         "time the search spends after the defaults' trial, as a multiple of that trial's time "
-        "(so it scales with the data); no trial starts after it; 0: the defaults' trial alone",
+        "(so it scales with the data); a trial running when it is spent stops at its next "
+        "score; 0: the defaults' trial alone",
         ge=0,
     )
     minutes: float = setting(

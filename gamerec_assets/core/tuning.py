@@ -106,6 +106,7 @@ def search(
     )
     study = _study(study_path, study_name, config, params)
     started = time.perf_counter()
+    deadline = [float("inf")]  # set once the defaults' trial has measured the budget
 
     def objective(trial: optuna.Trial) -> float:
         trial_config = replace(config, **{name: suggest(trial, name) for name in params})
@@ -115,6 +116,8 @@ def search(
             trial.report(score, period)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after period {period}")
+            if trial.number > 0 and time.perf_counter() > deadline[0]:
+                raise optuna.TrialPruned(f"the search's time was spent at period {period}")
 
         try:
             result = train_model(
@@ -148,6 +151,7 @@ def search(
     seconds_left = time_left(study, tuning)
     if remaining > 0 and seconds_left > 0:
         log(f"{remaining} more trial(s) for at most {seconds_left / 60:.1f} min")
+        deadline[0] = time.perf_counter() + seconds_left  # a trial still running then stops
         optimize(remaining, seconds_left)
     return _result(study, time.perf_counter() - started)
 

@@ -1,6 +1,7 @@
 """The automatic search: defaults first, fixed settings kept, a resumable study, and a result
 a training run can take its settings and its length from."""
 
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -119,3 +120,22 @@ def test_the_second_trial_flips_playtime_weighting_when_it_is_searched(tmp_path)
     first, second = (trial["params"] for trial in result.trials)
     assert first == {"lr": SMALL.lr, "playtime_weighting": SMALL.playtime_weighting}
     assert second == {"lr": SMALL.lr, "playtime_weighting": not SMALL.playtime_weighting}
+
+
+def test_a_trial_running_when_the_time_is_spent_stops_at_its_next_score(tmp_path, monkeypatch):
+    from gamerec_assets.core import tuning as tuning_module
+
+    real_train = tuning_module.train_model
+
+    def slow_scores(*args, on_score, **kwargs):  # each score comes 0.6 s after the last
+        def later(period, score):
+            time.sleep(0.6)
+            on_score(period, score)
+
+        return real_train(*args, on_score=later, **kwargs)
+
+    monkeypatch.setattr(tuning_module, "train_model", slow_scores)
+    monkeypatch.setattr(tuning_module, "time_left", lambda study, tuning: 0.5)
+    result = run_search(tmp_path, replace(TUNING, trials=2))
+    assert [t["state"] for t in result.trials] == ["complete", "pruned"]
+    assert result.params["lr"] == SMALL.lr  # the defaults' trial is the only complete one
