@@ -35,8 +35,6 @@ from gamerec_assets.train_worker import torchrun_command
 from gamerec_assets.versioning import effective_version
 
 CHECKPOINT_WEIGHTS_FINITE = "checkpoint_weights_finite"
-# The concurrency pool of training. The deployment's instance (deploy/docker/dagster.yaml)
-# limits it to one run at a time; without a limit (the local instance) it changes nothing.
 ITEM_EMBEDDINGS_MATCH_CATALOG = "item_embeddings_match_catalog"
 
 

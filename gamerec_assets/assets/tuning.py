@@ -37,7 +37,8 @@ from gamerec_assets.versioning import effective_version
 
 TRAINING_POOL = "gamerec_training"
 """The concurrency pool of the steps that train (the search and the checkpoint): the
-deployment's instance runs one at a time."""
+deployment's instance (deploy/docker/dagster.yaml) runs one at a time; without a limit (the
+local instance) it changes nothing."""
 
 
 def catalog_size(files: Paths) -> tuple[int, int]:
