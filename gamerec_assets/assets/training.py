@@ -105,6 +105,7 @@ def two_tower_checkpoint(
             **run_metadata,
             "config": dg.MetadataValue.json(config.model_dict()),
             "length_from_search": known_length is not None,
+            "model_from_search": bool(checkpoint["extra"].get("model_from_search")),
             "path": dg.MetadataValue.path(str(files.checkpoint)),
         },
         data_version=dg.DataVersion(checkpoint_fingerprint(checkpoint)[:16]),

@@ -144,12 +144,33 @@ def test_training_takes_the_searched_settings_and_the_best_trials_length(built, 
     assert checkpoint["config"]["embed_dim"] == 16 and checkpoint["config"]["lr"] == 0.01  # fixed
     tuned = json.loads(paths.tuned_settings.read_text())
     assert metadata["two_tower_checkpoint"]["length_from_search"].value is True
+    assert metadata["two_tower_checkpoint"]["model_from_search"].value is False  # refit
     assert checkpoint["epochs_run"] == tuned["best_period"]  # no selection phase of its own
     assert checkpoint["tuning_ndcg"] == tuned["tuning_curve"]
     again = materialize(resources, instance, selection=["tuned_settings"])
     repeat = again.get_asset_materialization_events()[0].materialization.metadata
     assert repeat["chosen"].value == chosen  # the study resumed with its trials done
     assert repeat["search_seconds"].value < 1.0
+
+
+def test_without_a_refit_training_takes_the_search_trials_model(tmp_path, instance):
+    resources = small_resources(tmp_path)
+    resources["training"] = with_settings(resources["training"], refit=False)
+    result = materialize(resources, instance)
+    metadata = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    assert metadata["two_tower_checkpoint"]["model_from_search"].value is True
+    paths = resources["paths"].settings()
+    tuned = json.loads(paths.tuned_settings.read_text())
+    assert tuned["model_path"] and tuned["split_key"]
+    kept, _ = load_checkpoint(tuned["model_path"])
+    trained, checkpoint = load_checkpoint(paths.checkpoint)
+    for name, tensor in kept.state_dict().items():
+        assert torch.equal(tensor, trained.state_dict()[name]), name
+    assert checkpoint["best_epoch"] == tuned["best_epoch"]
+    assert checkpoint["tuning_ndcg"] == tuned["tuning_curve"]
 
 
 def test_index_alone_rebuilds_from_stored_embeddings(built, instance):

@@ -3,9 +3,11 @@ a training run can take its settings and its length from."""
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
+import polars as pl
 import pytest
 
 from gamerec_assets.core.settings import SEARCH_SPACE, SettingError, TrainConfig, Tuning
@@ -17,7 +19,7 @@ from gamerec_assets.core.tuning import (
     time_left,
     write_result,
 )
-from gamerec_tests.core.training.helpers import quiet, train_frame
+from gamerec_tests.core.training.helpers import assert_same_weights, quiet, train_frame
 
 SMALL = replace(
     TrainConfig(), epochs=3, batch_size=16, embed_dim=8, patience=1, negatives=0, seed=1
@@ -25,12 +27,12 @@ SMALL = replace(
 TUNING = Tuning(trials=3, budget=1000.0, minutes=0, params="lr,temperature,negatives")
 
 
-def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study"):
+def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study", config=SMALL):
     return search(
         train_frame(),
         20,
         12,
-        SMALL,
+        config,
         tuning,
         "max_playtime",
         None,
@@ -86,6 +88,45 @@ def test_the_result_survives_its_file_and_gives_its_length_to_the_same_config(tm
     assert fit.tuning is None  # no selection phase: the search's trial was it
     assert len(fit.final.epoch_losses) == length.periods
     assert fit.final.tuning_ndcg == result.tuning_curve
+    assert result.model_path is None  # a refit follows this tuning split: no model is kept
+
+
+def test_a_final_trial_model_is_kept_and_training_takes_it_as_it_would_have_trained_it(
+    tmp_path,
+):
+    no_refit = replace(SMALL, refit=False)  # the tuned model is final, as on large data
+    result = run_search(tmp_path, config=no_refit)
+    kept = list((tmp_path / "tuning_models").glob("*/trial_*.pt"))
+    assert [str(path) for path in kept] == [result.model_path]
+    tuned = result.apply(no_refit)
+    messages = []
+    taken = fit_two_tower(
+        train_frame(),
+        20,
+        12,
+        tuned,
+        known_length=reusable_length(result, tuned),
+        log=messages.append,
+    )
+    assert any("taking the search's model" in m for m in messages) and taken.tuning is None
+    trained = fit_two_tower(train_frame(), 20, 12, tuned, log=quiet)
+    assert_same_weights(taken.final.model, trained.final.model)
+    assert taken.final.epoch_losses == trained.final.epoch_losses
+    assert taken.final.best_period == trained.final.best_period
+
+
+def test_a_kept_model_of_other_data_is_not_taken_and_a_new_study_drops_old_models(tmp_path):
+    no_refit = replace(SMALL, refit=False)
+    result = run_search(tmp_path, config=no_refit)
+    tuned = result.apply(no_refit)
+    other = train_frame().filter(pl.col("item_idx") != 0)
+    messages = []
+    fit = fit_two_tower(
+        other, 20, 12, tuned, known_length=reusable_length(result, tuned), log=messages.append
+    )
+    assert any("another tuning split" in m for m in messages) and fit.tuning is not None
+    again = run_search(tmp_path, config=no_refit, name="another")
+    assert Path(again.model_path).exists() and not Path(result.model_path).exists()
 
 
 def test_only_searchable_settings_may_be_listed():

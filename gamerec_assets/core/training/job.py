@@ -18,9 +18,10 @@ import polars as pl
 
 from gamerec_assets.core.io import file_sha256
 from gamerec_assets.core.settings import TrainConfig, Tuning
-from gamerec_assets.core.splits import read_split_frame, tuning_split
-from gamerec_assets.core.training.checkpoint import save_checkpoint
+from gamerec_assets.core.splits import Split, read_split_frame, tuning_split
+from gamerec_assets.core.training.checkpoint import load_checkpoint, save_checkpoint
 from gamerec_assets.core.training.loop import TrainingPairs, TrainResult, TuningSet, train_model
+from gamerec_assets.core.training.state import run_key
 from gamerec_assets.core.training.world import SINGLE_PROCESS, World, backend_for
 
 
@@ -32,6 +33,11 @@ class KnownLength:
     periods: int
     best_epoch: float
     tuning_ndcg: list[float]
+    model_path: str | None = None
+    """The trial's model, kept when it is the final one (no refit follows a tuning split this
+    small, see `tuned_model_is_final`): training then takes it instead of training again."""
+    split_key: str | None = None
+    """`tuning_split_key` of what that model trained and was scored on."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class FitResult:
 
     final: TrainResult
     tuning: TrainResult | None = None
+    from_search: bool = False
+    """The final model is a search trial's, taken as it was (no training here)."""
 
     @property
     def seconds(self) -> float:
@@ -92,6 +100,22 @@ def pairs_from_frame(frame: pl.DataFrame) -> TrainingPairs:
 MIN_REFIT_SHARE = 0.01
 """Refit only when the tuning split held out at least this share of the training pairs: below
 it the tuned model has seen (nearly) all of them, and a refit would double the cost."""
+
+
+def tuned_model_is_final(carved: Split, config: TrainConfig) -> bool:
+    """Whether the model trained on the tuning split's training part is the final model."""
+    share = carved.val.height / max(carved.train.height + carved.val.height, 1)
+    return not config.refit or share < MIN_REFIT_SHARE
+
+
+def tuning_split_key(carved: Split, n_users: int, n_items: int, tuning: Tuning) -> str:
+    """Hash of a tuning split (both parts) and the table sizes: a search trial's model may stand
+    in for training only when training would train and score on exactly this."""
+    arrays = [carved.train[c].to_numpy() for c in ("user_idx", "item_idx")]
+    arrays += [pairs_from_frame(carved.train).hours]
+    arrays += [carved.val[c].to_numpy() for c in ("user_idx", "item_idx")]
+    settings = {"n_users": n_users, "n_items": n_items, "period_pairs": tuning.every_pairs}
+    return run_key(arrays, {**settings, "k": tuning.k})
 
 
 def fit_two_tower(
@@ -126,50 +150,85 @@ def fit_two_tower(
             period_pairs=tuning.every_pairs,
         )
 
-    if known_length is not None and config.select_epochs and config.refit:
-        log(f"training for epoch {known_length.best_epoch:g}, the length the search chose")
-        final = train_model(
-            pairs_from_frame(train),
-            n_users,
-            n_items,
-            replace(config, select_epochs=False),
-            periods=known_length.periods,
-            **phase("refit"),
-        )
-        return FitResult(final=_as_selected(final, config, known_length))
     carved = None
     if config.select_epochs:
         carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if carved is None or carved.val.height == 0:
         final = train_model(pairs_from_frame(train), n_users, n_items, config, **phase("train"))
         return FitResult(final=final)
-    tuning_set = TuningSet(
-        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
-    )
-    tuned = train_model(
-        pairs_from_frame(carved.train), n_users, n_items, config, tuning=tuning_set, **phase("tune")
-    )
-    share = carved.val.height / train.height
-    if not config.refit or share < MIN_REFIT_SHARE:
-        if config.refit:
-            log(
-                f"no refit: the tuning split held out {share:.2%} of the training pairs, so the "
-                "tuned model is the final one"
-            )
-        return FitResult(final=tuned, tuning=tuned)
-    refit_config = replace(config, select_epochs=False)
+    if known_length is not None:
+        known_length = _usable(known_length, carved, n_users, n_items, config, tuning, log)
+    if known_length is not None and known_length.model_path:
+        log(f"taking the search's model ({known_length.model_path}): it is the final one")
+        return FitResult(final=_searched_model(known_length, config, world), from_search=True)
+    tuned = None
+    if known_length is None:
+        tuning_set = TuningSet(
+            carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
+        )
+        tuned = train_model(
+            pairs_from_frame(carved.train),
+            n_users,
+            n_items,
+            config,
+            tuning=tuning_set,
+            **phase("tune"),
+        )
+        if tuned_model_is_final(carved, config):
+            if config.refit:
+                log(
+                    f"no refit: the tuning split held out {carved.val.height / train.height:.2%}"
+                    " of the training pairs, so the tuned model is the final one"
+                )
+            return FitResult(final=tuned, tuning=tuned)
+        known_length = KnownLength(tuned.best_period, tuned.best_epoch, list(tuned.tuning_ndcg))
+    else:
+        log(f"training for epoch {known_length.best_epoch:g}, the length the search chose")
     final = train_model(
         pairs_from_frame(train),
         n_users,
         n_items,
-        refit_config,
-        periods=tuned.best_period,
+        replace(config, select_epochs=False),
+        periods=known_length.periods,
         **phase("refit"),
     )
-    selected = KnownLength(tuned.best_period, tuned.best_epoch, list(tuned.tuning_ndcg))
-    final = _as_selected(final, config, selected)
-    final.tuning_ndcg_error = list(tuned.tuning_ndcg_error)
+    final = _as_selected(final, config, known_length)
+    if tuned is not None:
+        final.tuning_ndcg_error = list(tuned.tuning_ndcg_error)
     return FitResult(final=final, tuning=tuned)
+
+
+def _usable(
+    length: KnownLength,
+    carved: Split,
+    n_users: int,
+    n_items: int,
+    config: TrainConfig,
+    tuning: Tuning,
+    log: Callable[[str], None],
+) -> KnownLength | None:
+    """`length` when this run may take it: a kept model only if it trained on this very tuning
+    split; a bare length only for a refit (without one, the tuned model is trained here)."""
+    if length.model_path:
+        if tuning_split_key(carved, n_users, n_items, tuning) == length.split_key:
+            return length
+        log("the search's model was trained on another tuning split; training again")
+        return None
+    return length if config.refit else None
+
+
+def _searched_model(length: KnownLength, config: TrainConfig, world: World) -> TrainResult:
+    """The model a search trial trained and kept, as this run's result."""
+    model, payload = load_checkpoint(length.model_path, world.device)
+    return TrainResult(
+        model=model,
+        config=config,
+        epoch_losses=list(payload["epoch_losses"]),
+        tuning_ndcg=list(length.tuning_ndcg),
+        tuning_ndcg_error=list(payload["tuning_ndcg_error"]),
+        best_epoch=length.best_epoch,
+        best_period=length.periods,
+    )
 
 
 def _as_selected(final: TrainResult, config: TrainConfig, length: KnownLength) -> TrainResult:
@@ -224,6 +283,7 @@ def run_training(
                 "inputs": {Path(path).name: file_sha256(path) for path in job.input_paths},
                 "world_size": world.size,
                 "tuning_epoch_losses": list(fit.tuning.epoch_losses) if fit.tuning else [],
+                "model_from_search": fit.from_search,
             },
         )
         log(f"wrote {job.checkpoint_path} after {fit.seconds:.1f}s of training")
