@@ -11,9 +11,10 @@
    index's recall against exact search from the index materialization.
 
 The model is the default one (dim 256, epochs selected on a tuning split, the history
-sample); the settings beyond the defaults are about evaluation and serving: a seeded sample of
-100,000 users evaluated (GAMEREC_EVAL_USERS), an HNSW index. EASE is skipped above 30,000
-games anyway.
+sample, the search); the settings beyond the defaults are about evaluation and serving: a
+seeded sample of 100,000 users evaluated (GAMEREC_EVAL_USERS), an HNSW index, and no ALS
+baseline (its tuning grid is about ten fits of 20M pairs: a benchmark of its own, not of the
+model). EASE is skipped above 30,000 games anyway. `--set NAME=VALUE` adds settings.
 
     .venv/bin/python benchmarks/scale_run.py [--interactions 20000000] [--history power_law]
 """
@@ -33,6 +34,7 @@ SCALE_SETTINGS = {
     "GAMEREC_EVAL_USERS": "100000",
     "GAMEREC_EASE_BASELINE": "false",
     "GAMEREC_INDEX": "hnsw",
+    "GAMEREC_ALS_BASELINE": "false",
 }
 
 
@@ -113,7 +115,9 @@ def main() -> None:
     parser.add_argument("--interactions", type=int, default=20_000_000)
     parser.add_argument("--history", default="power_law", choices=["power_law", "lognormal"])
     parser.add_argument("--out", default="benchmarks/results/scale_run.json")
+    parser.add_argument("--set", action="append", default=[], help="NAME=VALUE, a setting")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set)
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,7 @@ def main() -> None:
 
     settings = {
         **SCALE_SETTINGS,
+        **extra,
         "GAMEREC_SOURCE": "interactions",
         "GAMEREC_SOURCE_PATH": str(source),
     }
@@ -136,9 +141,10 @@ def main() -> None:
     wall, peak_gib = measured["wall_seconds"], measured["peak_rss_gib"]
     metrics = json.loads((workdir / "artifacts" / "metrics.json").read_text())
     index = json.loads((workdir / "artifacts" / "index.json").read_text())
+    searched = json.loads((workdir / "artifacts" / "staging" / "tuned_settings.json").read_text())
     result = {
         "spec": {"users": spec.n_users, "games": spec.n_games, "interactions": spec.n_interactions},
-        "settings": SCALE_SETTINGS,
+        "settings": {**SCALE_SETTINGS, **extra},
         "generation": generated,
         "wall_seconds": wall,
         "peak_rss_gib": peak_gib,
@@ -148,6 +154,8 @@ def main() -> None:
         "popularity": metrics["baselines"]["popularity"],
         "n_eval_users": metrics["n_eval_users"],
         "index": index,
+        "search": searched
+        and {key: searched[key] for key in ("params", "best_epoch", "tuning_curve", "trials")},
         "threads": os.cpu_count(),
     }
     print(f"\n{'step':<60} {'seconds':>9}")

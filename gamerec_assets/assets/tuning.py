@@ -109,6 +109,7 @@ def search_metadata(
     searched = search_settings.searched(config.explicit_fields())
     if result is None:
         return {"searched": dg.MetadataValue.json(searched), "trials": 0}
+    searched = [name for name in searched if name in result.params]  # as the search ran
     first = result.trials[0]["value"] if result.trials else None
     plot = base64.b64encode(search_trials_png(result.trials, search_settings.k)).decode()
     rows = [

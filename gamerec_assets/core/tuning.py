@@ -36,6 +36,14 @@ from gamerec_assets.core.training.loop import TrainResult, TuningSet, train_mode
 from gamerec_assets.core.training.world import SINGLE_PROCESS, World
 
 
+def play_time_varies(train: pl.DataFrame) -> bool:
+    """Whether the pairs' play times differ: without that, weighting by them changes nothing
+    and a trial of it would repeat another."""
+    if "play_time_hours" not in train.columns:
+        return False
+    return train["play_time_hours"].drop_nulls().n_unique() > 1
+
+
 def suggest(trial: optuna.Trial, name: str) -> Any:
     """A value of setting `name` from its range in `SEARCH_SPACE`."""
     kind, values = SEARCH_SPACE[name]
@@ -108,6 +116,9 @@ def search(
     then others within `tuning.trials` trials and the time `time_left` allows; None when there
     is nothing to search or tune on."""
     params = tuning.searched(fixed)
+    if "playtime_weighting" in params and not play_time_varies(train):
+        params.remove("playtime_weighting")
+        log("every pair has the same play time (or none): playtime_weighting is not searched")
     carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if not params or tuning.trials == 0 or carved.val.height == 0:
         return None

@@ -27,9 +27,9 @@ SMALL = replace(
 TUNING = Tuning(trials=3, budget=1000.0, minutes=0, params="lr,temperature,negatives")
 
 
-def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study", config=SMALL):
+def run_search(tmp_path, tuning=TUNING, fixed=frozenset(), name="study", config=SMALL, train=None):
     return search(
-        train_frame(),
+        train_frame() if train is None else train,
         20,
         12,
         config,
@@ -161,6 +161,14 @@ def test_the_second_trial_flips_playtime_weighting_when_it_is_searched(tmp_path)
     first, second = (trial["params"] for trial in result.trials)
     assert first == {"lr": SMALL.lr, "playtime_weighting": SMALL.playtime_weighting}
     assert second == {"lr": SMALL.lr, "playtime_weighting": not SMALL.playtime_weighting}
+
+
+def test_play_time_weighting_is_not_searched_when_play_times_do_not_differ(tmp_path):
+    train = train_frame().with_columns(play_time_hours=pl.lit(1.0))  # e.g. check-ins
+    config = replace(SMALL, playtime_weighting=False)  # nothing to weight by
+    tuning = replace(TUNING, trials=2, params="lr,playtime_weighting")
+    result = run_search(tmp_path, tuning, config=config, train=train)
+    assert all(trial["params"].keys() == {"lr"} for trial in result.trials)
 
 
 def test_a_trial_running_when_the_time_is_spent_stops_at_its_next_score(tmp_path, monkeypatch):
