@@ -610,8 +610,9 @@ class Tuning(SettingsGroup):
     every_pairs: int = setting(
         4_000_000,
         "GAMEREC_TUNE_EVERY",
-        "score the tuning split (and save the training state) after every epoch, or after "
-        "this many training pairs when an epoch is longer; 0: once an epoch",
+        "score the tuning split (and save the training state) after every epoch, or, when an "
+        "epoch is longer than this many training pairs, after each of its fewest equal parts "
+        "no longer; 0: once an epoch",
         ge=0,
     )
     trials: int = setting(

@@ -90,8 +90,10 @@ class TuningSet:
 @dataclass(frozen=True)
 class Schedule:
     """How training is cut into periods, each ending with the tuning score and a saved state:
-    an epoch, or `period_pairs` pairs when an epoch is longer (so that on large data the
-    tuning split is scored, and a killed run resumes, more often than once an epoch)."""
+    an epoch, or, when an epoch is longer than `period_pairs` pairs, the fewest equal parts of
+    it no longer than that (so that on large data the tuning split is scored, and a killed run
+    resumes, more often than once an epoch; equal, so that each period counts alike for
+    patience and "epoch 1.5" means half of the second epoch)."""
 
     steps_per_epoch: int
     period_steps: int
@@ -101,7 +103,8 @@ class Schedule:
         steps_per_epoch = math.ceil(n_pairs / batch_size)
         period_steps = steps_per_epoch
         if period_pairs:
-            period_steps = min(steps_per_epoch, max(1, math.ceil(period_pairs / batch_size)))
+            longest = max(1, math.ceil(period_pairs / batch_size))
+            period_steps = math.ceil(steps_per_epoch / math.ceil(steps_per_epoch / longest))
         return cls(steps_per_epoch, period_steps)
 
     @property

@@ -232,6 +232,14 @@ def test_a_period_is_an_epoch_or_the_given_number_of_pairs():
     assert Schedule.of(1000, 100, period_pairs=5000).period_steps == 10  # never above an epoch
 
 
+def test_an_epoch_a_little_longer_than_a_period_is_cut_in_equal_halves():
+    schedule = Schedule.of(4_631_192, 1024, period_pairs=4_000_000)  # the 5M scale run's
+    assert schedule.periods_per_epoch == 2
+    last = schedule.steps_per_epoch - schedule.period_steps
+    assert schedule.period_steps - last <= 1  # not 4M pairs and then 0.6M
+    assert schedule.period_steps * 1024 <= 4_000_000
+
+
 def test_tuning_scores_periods_inside_an_epoch_and_a_refit_trains_as_many_periods():
     pairs, tuning = tuning_data()
     config = replace(FAST, epochs=3, seed=0, patience=2)
