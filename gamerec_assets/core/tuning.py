@@ -44,6 +44,18 @@ def play_time_varies(train: pl.DataFrame) -> bool:
     return train["play_time_hours"].drop_nulls().n_unique() > 1
 
 
+def searched_params(
+    tuning: Tuning, fixed: set[str] | frozenset[str], train: pl.DataFrame, log: Callable
+) -> list[str]:
+    """The settings to search: `tuning.searched(fixed)`, without play-time weighting when
+    every pair has the same play time."""
+    params = tuning.searched(fixed)
+    if "playtime_weighting" in params and not play_time_varies(train):
+        params.remove("playtime_weighting")
+        log("every pair has the same play time (or none): playtime_weighting is not searched")
+    return params
+
+
 def suggest(trial: optuna.Trial, name: str) -> Any:
     """A value of setting `name` from its range in `SEARCH_SPACE`."""
     kind, values = SEARCH_SPACE[name]
@@ -115,10 +127,7 @@ def search(
     """Run (or resume) the study of `tuning.params` but the `fixed` ones: the defaults' trial,
     then others within `tuning.trials` trials and the time `time_left` allows; None when there
     is nothing to search or tune on."""
-    params = tuning.searched(fixed)
-    if "playtime_weighting" in params and not play_time_varies(train):
-        params.remove("playtime_weighting")
-        log("every pair has the same play time (or none): playtime_weighting is not searched")
+    params = searched_params(tuning, fixed, train, log)
     carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if not params or tuning.trials == 0 or carved.val.height == 0:
         return None
@@ -127,9 +136,9 @@ def search(
         carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
     )
     study = _study(study_path, study_name, config, params)
-    models = ModelKeeper(study_path.parent / "tuning_models", study)
-    keep = tuned_model_is_final(carved, config)
-    split_key = tuning_split_key(carved, n_users, n_items, tuning) if keep else None
+    final = tuned_model_is_final(carved, config)
+    split_key = tuning_split_key(carved, n_users, n_items, tuning) if final else None
+    models = ModelKeeper(study_path.parent / "tuning_models", study, split_key)
     started = time.perf_counter()
     deadline = [float("inf")]  # set once the defaults' trial has measured the budget
 
@@ -164,8 +173,7 @@ def search(
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("trial_config", trial_config.model_dict())
         trial.set_user_attr("tuning_ndcg", result.tuning_ndcg)
-        if keep:
-            models.offer(trial.number, result)
+        models.offer(trial.number, result)
         return max(result.tuning_ndcg)
 
     def optimize(n_trials: int, timeout: float | None) -> None:
@@ -180,16 +188,17 @@ def search(
         log(f"{remaining} more trial(s) for at most {seconds_left / 60:.1f} min")
         deadline[0] = time.perf_counter() + seconds_left  # a trial still running then stops
         optimize(remaining, seconds_left)
-    return _result(study, time.perf_counter() - started, models, split_key)
+    return _result(study, time.perf_counter() - started, models)
 
 
 class ModelKeeper:
     """Keeps the model of the best trial so far, when trained models are final ones (a tuning
-    split too small for a refit): training then takes it rather than train it again, which on
+    split too small for a refit; `split_key` is then that split's `tuning_split_key`, else
+    None and nothing is kept): training then takes it rather than train it again, which on
     large data halves the graph's cost."""
 
-    def __init__(self, parent: Path, study: optuna.Study) -> None:
-        self.folder, self.study = parent / study.study_name, study
+    def __init__(self, parent: Path, study: optuna.Study, split_key: str | None) -> None:
+        self.folder, self.study, self.split_key = parent / study.study_name, study, split_key
         for other in parent.glob("*/trial_*.pt"):  # models of earlier studies
             if other.parent != self.folder:
                 other.unlink()
@@ -199,7 +208,7 @@ class ModelKeeper:
 
     def offer(self, number: int, result: TrainResult) -> None:
         best = [t.value for t in self.study.trials if t.state == TrialState.COMPLETE]
-        if best and max(best) >= max(result.tuning_ndcg):
+        if self.split_key is None or (best and max(best) >= max(result.tuning_ndcg)):
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         history = {
@@ -212,7 +221,8 @@ class ModelKeeper:
                 other.unlink()
 
     def kept(self, number: int) -> str | None:
-        return str(self.path(number)) if self.path(number).exists() else None
+        path = self.path(number)
+        return str(path) if self.split_key is not None and path.exists() else None
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -270,9 +280,7 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _result(
-    study: optuna.Study, seconds: float, models: ModelKeeper, split_key: str | None
-) -> TuningResult | None:
+def _result(study: optuna.Study, seconds: float, models: ModelKeeper) -> TuningResult | None:
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         return None
@@ -298,8 +306,8 @@ def _result(
         tuning_curve=best.user_attrs["tuning_ndcg"],
         trials=trials,
         seconds=seconds,
-        model_path=models.kept(best.number) if split_key else None,
-        split_key=split_key,
+        model_path=models.kept(best.number),
+        split_key=models.split_key,
     )
 
 

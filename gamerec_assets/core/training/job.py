@@ -111,8 +111,8 @@ def tuned_model_is_final(carved: Split, config: TrainConfig) -> bool:
 def tuning_split_key(carved: Split, n_users: int, n_items: int, tuning: Tuning) -> str:
     """Hash of a tuning split (both parts) and the table sizes: a search trial's model may stand
     in for training only when training would train and score on exactly this."""
-    arrays = [carved.train[c].to_numpy() for c in ("user_idx", "item_idx")]
-    arrays += [pairs_from_frame(carved.train).hours]
+    pairs = pairs_from_frame(carved.train)
+    arrays = [pairs.users, pairs.items, pairs.hours]
     arrays += [carved.val[c].to_numpy() for c in ("user_idx", "item_idx")]
     settings = {"n_users": n_users, "n_items": n_items, "period_pairs": tuning.every_pairs}
     return run_key(arrays, {**settings, "k": tuning.k})
