@@ -623,11 +623,13 @@ class Tuning(SettingsGroup):
         ge=0,
     )
     budget: float = setting(
-        2.0,
+        1.5,
         "GAMEREC_TUNE_BUDGET",
         "time the search spends after the defaults' trial, as a multiple of that trial's time "
-        "(so it scales with the data); a trial running when it is spent stops at its next "
-        "score; 0: the defaults' trial alone",
+        "(so it scales with the data); a trial starts only while the time left is as long as "
+        "the defaults' trial, and one running when it is spent stops at its next score; 1.5: "
+        "one more full trial, and more when trials are pruned early; 0: the defaults' trial "
+        "alone",
         ge=0,
     )
     minutes: float = setting(

@@ -125,8 +125,8 @@ def search(
     world: World = SINGLE_PROCESS,
 ) -> TuningResult | None:
     """Run (or resume) the study of `tuning.params` but the `fixed` ones: the defaults' trial,
-    then others within `tuning.trials` trials and the time `time_left` allows; None when there
-    is nothing to search or tune on."""
+    then others within `tuning.trials` trials while the time left (`time_left`) holds one as
+    long as the defaults' (`a_trial_fits`); None when there is nothing to search or tune on."""
     params = searched_params(tuning, fixed, train, log)
     carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if not params or tuning.trials == 0 or carved.val.height == 0:
@@ -176,18 +176,28 @@ def search(
         models.offer(trial.number, result)
         return max(result.tuning_ndcg)
 
-    def optimize(n_trials: int, timeout: float | None) -> None:
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[_log_trial(log)])
+    def stop_unless_a_trial_fits(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        if not a_trial_fits(study, tuning):
+            study.stop()
+
+    def optimize(n_trials: int) -> None:
+        callbacks = [_log_trial(log), stop_unless_a_trial_fits]
+        study.optimize(objective, n_trials=n_trials, callbacks=callbacks)
 
     log(f"searching {', '.join(params)}: at most {tuning.trials} trial(s), the defaults first")
     if not _finished(study):
-        optimize(1, None)  # the defaults' trial, whatever the budget: training reuses it
+        optimize(1)  # the defaults' trial, whatever the budget: training reuses it
     remaining = tuning.trials - len(_finished(study))
     seconds_left = time_left(study, tuning)
-    if remaining > 0 and seconds_left > 0:
+    if remaining > 0 and a_trial_fits(study, tuning):
         log(f"{remaining} more trial(s) for at most {seconds_left / 60:.1f} min")
         deadline[0] = time.perf_counter() + seconds_left  # a trial still running then stops
-        optimize(remaining, seconds_left)
+        optimize(remaining)
+    elif remaining > 0:
+        log(
+            f"no more trials: {max(seconds_left, 0) / 60:.1f} min left, a trial takes about "
+            f"{_finished(study)[0].user_attrs.get('seconds', 0.0) / 60:.1f}"
+        )
     return _result(study, time.perf_counter() - started, models)
 
 
@@ -240,6 +250,14 @@ def time_left(study: optuna.Study, tuning: Tuning) -> float:
     if tuning.minutes:
         allowed = min(allowed, tuning.minutes * 60 - seconds[0])
     return allowed - sum(seconds[1:])
+
+
+def a_trial_fits(study: optuna.Study, tuning: Tuning) -> bool:
+    """Whether the time left holds a trial as long as the defaults' (one the deadline would
+    stop before it finished would be time spent for nothing: an unfinished trial is not
+    compared)."""
+    finished = _finished(study)
+    return bool(finished) and time_left(study, tuning) >= finished[0].user_attrs.get("seconds", 0)
 
 
 def _study(path: Path, name: str, config: TrainConfig, params: list[str]) -> optuna.Study:

@@ -13,6 +13,7 @@ import pytest
 from gamerec_assets.core.settings import SEARCH_SPACE, SettingError, TrainConfig, Tuning
 from gamerec_assets.core.training.job import fit_two_tower
 from gamerec_assets.core.tuning import (
+    a_trial_fits,
     read_result,
     reusable_length,
     search,
@@ -155,6 +156,26 @@ def test_the_time_left_is_a_multiple_of_the_defaults_trial_within_the_minutes():
     assert time_left(finished(600.0), Tuning(budget=2.0, minutes=15)) == 300.0  # the cap
 
 
+def test_a_trial_starts_only_while_the_time_left_holds_one_as_long_as_the_defaults():
+    tuning = Tuning(budget=1.5, minutes=0)
+    assert not a_trial_fits(finished(), tuning)  # nothing measured yet
+    assert a_trial_fits(finished(30.0), tuning)  # 45 s left
+    assert not a_trial_fits(finished(30.0, 30.0), tuning)  # 15 s: the deadline would cut it
+    assert a_trial_fits(finished(30.0, 10.0), tuning)  # a trial pruned early leaves 35 s
+    assert not a_trial_fits(finished(600.0), Tuning(budget=1.5, minutes=15))  # the cap
+
+
+def test_the_search_stops_once_no_trial_fits(tmp_path, monkeypatch):
+    from gamerec_assets.core import tuning as tuning_module
+
+    def time_left(study, tuning):  # room for the defaults' trial and one more
+        return 1e9 if len(tuning_module._finished(study)) < 2 else 0.0
+
+    monkeypatch.setattr(tuning_module, "time_left", time_left)
+    result = run_search(tmp_path, replace(TUNING, trials=5))
+    assert [t["state"] for t in result.trials] == ["complete", "complete"]
+
+
 def test_the_second_trial_flips_playtime_weighting_when_it_is_searched(tmp_path):
     tuning = replace(TUNING, trials=2, params="lr,playtime_weighting")
     result = run_search(tmp_path, tuning)
@@ -185,6 +206,7 @@ def test_a_trial_running_when_the_time_is_spent_stops_at_its_next_score(tmp_path
 
     monkeypatch.setattr(tuning_module, "train_model", slow_scores)
     monkeypatch.setattr(tuning_module, "time_left", lambda study, tuning: 0.5)
+    monkeypatch.setattr(tuning_module, "a_trial_fits", lambda study, tuning: True)
     result = run_search(tmp_path, replace(TUNING, trials=2))
     assert [t["state"] for t in result.trials] == ["complete", "pruned"]
     assert result.params["lr"] == SMALL.lr  # the defaults' trial is the only complete one
