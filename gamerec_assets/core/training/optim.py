@@ -21,6 +21,20 @@ import torch
 from torch.optim.adam import adam
 
 
+def distinct_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse gradient's rows and their gradients, one per row. The model looks each
+    distinct game up once (`TwoTower.encode_items`, `pool_history`), so in one process the
+    rows come sorted and distinct and are taken as they are; merging them anyway (`coalesce`,
+    a sort) cost 3 ms of a 100 ms step on Gowalla. DDP concatenates the processes' shares,
+    whose rows repeat: those are merged."""
+    if not grad.is_coalesced():
+        rows = grad._indices()[0]
+        if len(rows) < 2 or bool((rows[1:] > rows[:-1]).all()):
+            return rows, grad._values()
+        grad = grad.coalesce()
+    return grad.indices()[0], grad.values()
+
+
 class RowAdam(torch.optim.Optimizer):
     def __init__(
         self,
@@ -41,8 +55,8 @@ class RowAdam(torch.optim.Optimizer):
                     continue
                 if not param.grad.is_sparse:
                     raise ValueError("RowAdam takes sparse gradients; use AdamW for dense ones")
-                grad = param.grad.coalesce()  # one row per index: DDP concatenates shares
-                self._update_rows(param, grad.indices()[0], grad.values(), group)
+                rows, grads = distinct_rows(param.grad)
+                self._update_rows(param, rows, grads, group)
 
     def _update_rows(
         self, param: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict

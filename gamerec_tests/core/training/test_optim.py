@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gamerec_assets.core.training.optim import RowAdam
+from gamerec_assets.core.training.optim import RowAdam, distinct_rows
 
 
 def reference_lazy_adam(table, batches, lr, betas=(0.9, 0.999), eps=1e-8, decay=0.0):
@@ -83,3 +83,15 @@ def test_row_adam_refuses_dense_gradients():
     param.grad = torch.ones(3, 2)
     with pytest.raises(ValueError, match="sparse gradients"):
         RowAdam([param]).step()
+
+
+@pytest.mark.parametrize(
+    "rows", [[1, 4, 7], [7, 1, 4], [4, 1, 4, 7, 1]], ids=["in order", "unordered", "repeated"]
+)
+def test_a_gradients_rows_are_merged_unless_already_distinct_and_in_order(rows):
+    values = torch.arange(len(rows) * 2, dtype=torch.float32).reshape(len(rows), 2)
+    grad = torch.sparse_coo_tensor(torch.tensor([rows]), values, (9, 2))
+    found_rows, found = distinct_rows(grad)
+    expected = grad.coalesce()
+    assert torch.equal(found_rows, expected.indices()[0])
+    assert torch.equal(found, expected.values())
