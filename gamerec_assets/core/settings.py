@@ -628,8 +628,8 @@ class Tuning(SettingsGroup):
         "time the search spends after the defaults' trial, as a multiple of that trial's time "
         "(so it scales with the data); a trial starts only while the time left is as long as "
         "the defaults' trial, and one running when it is spent stops at its next score; 1.5: "
-        "one more full trial, and more when trials are pruned early; 0: the defaults' trial "
-        "alone",
+        "one more full trial, and more when later trials are quicker than the defaults'; "
+        "below 1: the defaults' trial alone",
         ge=0,
     )
     minutes: float = setting(

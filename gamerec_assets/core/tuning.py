@@ -11,6 +11,7 @@ had, and the result records the best settings, the length they trained for, and 
 """
 
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -177,7 +178,10 @@ def search(
         return max(result.tuning_ndcg)
 
     def stop_unless_a_trial_fits(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-        if not a_trial_fits(study, tuning):
+        # Both clocks: the trials' own times (`time_left`) and the deadline, which also
+        # counts the work between trials (sampling, saving a kept model).
+        until_deadline = deadline[0] - time.perf_counter()
+        if not a_trial_fits(study, tuning) or until_deadline < defaults_seconds(study):
             study.stop()
 
     def optimize(n_trials: int) -> None:
@@ -196,7 +200,7 @@ def search(
     elif remaining > 0:
         log(
             f"no more trials: {max(seconds_left, 0) / 60:.1f} min left, a trial takes about "
-            f"{_finished(study)[0].user_attrs.get('seconds', 0.0) / 60:.1f}"
+            f"{defaults_seconds(study) / 60:.1f} min"
         )
     return _result(study, time.perf_counter() - started, models)
 
@@ -256,8 +260,15 @@ def a_trial_fits(study: optuna.Study, tuning: Tuning) -> bool:
     """Whether the time left holds a trial as long as the defaults' (one the deadline would
     stop before it finished would be time spent for nothing: an unfinished trial is not
     compared)."""
+    finished, left = _finished(study), time_left(study, tuning)
+    return bool(finished) and left > 0 and left >= defaults_seconds(study)
+
+
+def defaults_seconds(study: optuna.Study) -> float:
+    """How long the defaults' trial took (infinite when not recorded: no trial is then known
+    to fit)."""
     finished = _finished(study)
-    return bool(finished) and time_left(study, tuning) >= finished[0].user_attrs.get("seconds", 0)
+    return finished[0].user_attrs.get("seconds", math.inf) if finished else math.inf
 
 
 def _study(path: Path, name: str, config: TrainConfig, params: list[str]) -> optuna.Study:

@@ -161,8 +161,10 @@ def test_a_trial_starts_only_while_the_time_left_holds_one_as_long_as_the_defaul
     assert not a_trial_fits(finished(), tuning)  # nothing measured yet
     assert a_trial_fits(finished(30.0), tuning)  # 45 s left
     assert not a_trial_fits(finished(30.0, 30.0), tuning)  # 15 s: the deadline would cut it
-    assert a_trial_fits(finished(30.0, 10.0), tuning)  # a trial pruned early leaves 35 s
+    assert a_trial_fits(finished(30.0, 10.0), tuning)  # a quicker trial leaves 35 s
     assert not a_trial_fits(finished(600.0), Tuning(budget=1.5, minutes=15))  # the cap
+    assert not a_trial_fits(finished(30.0), Tuning(budget=0.9, minutes=0))  # below 1
+    assert not a_trial_fits(finished(0.0), tuning)  # no time left: nothing fits
 
 
 def test_the_search_stops_once_no_trial_fits(tmp_path, monkeypatch):

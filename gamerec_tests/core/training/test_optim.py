@@ -86,12 +86,16 @@ def test_row_adam_refuses_dense_gradients():
 
 
 @pytest.mark.parametrize(
-    "rows", [[1, 4, 7], [7, 1, 4], [4, 1, 4, 7, 1]], ids=["in order", "unordered", "repeated"]
+    "rows",
+    [[1, 4, 7], [7, 1, 4], [4, 1, 4, 7, 1], [1, 1, 4], []],
+    ids=["in order", "unordered", "repeated", "in order, repeated", "none"],
 )
 def test_a_gradients_rows_are_merged_unless_already_distinct_and_in_order(rows):
     values = torch.arange(len(rows) * 2, dtype=torch.float32).reshape(len(rows), 2)
-    grad = torch.sparse_coo_tensor(torch.tensor([rows]), values, (9, 2))
+    grad = torch.sparse_coo_tensor(torch.tensor([rows], dtype=torch.long), values, (9, 2))
     found_rows, found = distinct_rows(grad)
     expected = grad.coalesce()
     assert torch.equal(found_rows, expected.indices()[0])
     assert torch.equal(found, expected.values())
+    taken_as_they_are = found.data_ptr() == grad._values().data_ptr()
+    assert taken_as_they_are == (rows == sorted(set(rows)))
