@@ -133,9 +133,7 @@ def search(
     if not params or tuning.trials == 0 or carved.val.height == 0:
         return None
     pairs = pairs_from_frame(carved.train)
-    tuning_set = TuningSet(
-        carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
-    )
+    tuning_set = TuningSet.of(carved.val, tuning.k)
     study = _study(study_path, study_name, config, params)
     final = tuned_model_is_final(carved, config)
     split_key = tuning_split_key(carved, n_users, n_items, tuning) if final else None
@@ -170,22 +168,12 @@ def search(
             )
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - trial_started)
-        trial.set_user_attr("best_period", result.best_period)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("trial_config", trial_config.model_dict())
-        trial.set_user_attr("tuning_ndcg", result.tuning_ndcg)
+        _record(trial, result)
         models.offer(trial.number, result)
         return max(result.tuning_ndcg)
 
-    def stop_unless_a_trial_fits(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-        # Both clocks: the trials' own times (`time_left`) and the deadline, which also
-        # counts the work between trials (sampling, saving a kept model).
-        until_deadline = deadline[0] - time.perf_counter()
-        if not a_trial_fits(study, tuning) or until_deadline < defaults_seconds(study):
-            study.stop()
-
     def optimize(n_trials: int) -> None:
-        callbacks = [_log_trial(log), stop_unless_a_trial_fits]
+        callbacks = [_log_trial(log), _stop_unless_a_trial_fits(tuning, deadline)]
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks)
 
     log(f"searching {', '.join(params)}: at most {tuning.trials} trial(s), the defaults first")
@@ -198,10 +186,7 @@ def search(
         deadline[0] = time.perf_counter() + seconds_left  # a trial still running then stops
         optimize(remaining)
     elif remaining > 0:
-        log(
-            f"no more trials: {max(seconds_left, 0) / 60:.1f} min left, a trial takes about "
-            f"{defaults_seconds(study) / 60:.1f} min"
-        )
+        log(f"no more trials: {max(seconds_left, 0) / 60:.1f} min left, fewer than one takes")
     return _result(study, time.perf_counter() - started, models)
 
 
@@ -256,12 +241,34 @@ def time_left(study: optuna.Study, tuning: Tuning) -> float:
     return allowed - sum(seconds[1:])
 
 
+def _record(trial: optuna.Trial, result: TrainResult) -> None:
+    """What training needs of a trial beside its settings: its length, its whole
+    configuration and its tuning curve."""
+    trial.set_user_attr("best_period", result.best_period)
+    trial.set_user_attr("best_epoch", result.best_epoch)
+    trial.set_user_attr("trial_config", result.config.model_dict())
+    trial.set_user_attr("tuning_ndcg", result.tuning_ndcg)
+
+
 def a_trial_fits(study: optuna.Study, tuning: Tuning) -> bool:
     """Whether the time left holds a trial as long as the defaults' (one the deadline would
     stop before it finished would be time spent for nothing: an unfinished trial is not
     compared)."""
-    finished, left = _finished(study), time_left(study, tuning)
-    return bool(finished) and left > 0 and left >= defaults_seconds(study)
+    left = time_left(study, tuning)  # 0 before the defaults' trial
+    return left > 0 and left >= defaults_seconds(study)
+
+
+def _stop_unless_a_trial_fits(tuning: Tuning, deadline: list[float]) -> Callable:
+    """An Optuna callback that stops the study when no trial fits on either clock: the
+    trials' own times (`time_left`), or the `deadline[0]`, which also counts the work between
+    trials (sampling, saving a kept model)."""
+
+    def callback(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
+        until_deadline = deadline[0] - time.perf_counter()
+        if not a_trial_fits(study, tuning) or until_deadline < defaults_seconds(study):
+            study.stop()
+
+    return callback
 
 
 def defaults_seconds(study: optuna.Study) -> float:

@@ -163,9 +163,7 @@ def fit_two_tower(
         return FitResult(final=_searched_model(known_length, config, world), from_search=True)
     tuned = None
     if known_length is None:
-        tuning_set = TuningSet(
-            carved.val["user_idx"].to_numpy(), carved.val["item_idx"].to_numpy(), tuning.k
-        )
+        tuning_set = TuningSet.of(carved.val, tuning.k)
         tuned = train_model(
             pairs_from_frame(carved.train),
             n_users,

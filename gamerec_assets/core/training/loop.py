@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -58,6 +59,11 @@ class TuningSet:
     users: np.ndarray
     items: np.ndarray
     k: int = Tuning().k
+
+    @classmethod
+    def of(cls, heldout: pl.DataFrame, k: int) -> "TuningSet":
+        """The held-out (`user_idx`, `item_idx`) rows of a tuning split."""
+        return cls(heldout["user_idx"].to_numpy(), heldout["item_idx"].to_numpy(), k)
 
     @torch.no_grad()
     def score(
