@@ -73,7 +73,7 @@ def seconds_per_pair(pairs, n_users, n_items, config: TrainConfig, steps: int) -
     histories, the same batches for every variant), after one warm-up batch."""
     device = torch.device("cpu")
     torch.manual_seed(config.seed)
-    model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
+    model = TwoTower.for_config(n_users, n_items, config)
     model = model.use_sparse_gradients(config.sparse_gradients)
     optimizer = make_optimizer(model, config)
     data = BatchSource.build(pairs, n_users, n_items, config, device, True, False)

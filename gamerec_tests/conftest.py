@@ -134,7 +134,11 @@ def small_resources(tmp_path: Path, **source_overrides) -> dict:
         ),
         "source": SourceResource(**source),
         "split": SplitResource(),
-        "training": TrainingResource(epochs=3, batch_size=256, embed_dim=16, lr=0.01),
+        # the history MLP is off by default; on here, so the graph, the exported user tower
+        # and the Recommender's fold-in are tested with it
+        "training": TrainingResource(
+            epochs=3, batch_size=256, embed_dim=16, lr=0.01, history_mlp=32
+        ),
         "tuning": TuningResource(trials=2, params="temperature,negatives"),
         "evaluation": EvaluationResource(k=20),
         "index": IndexResource(),

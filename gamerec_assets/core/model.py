@@ -6,6 +6,9 @@ serves. The user tower is one of:
 - `history`: the mean of a second item embedding table over the user's training games, so a
   new player is scored from the games they own alone (fold-in);
 - `history+id`: both, summed.
+With `history_mlp` (a hidden width), the pooled history goes through a residual two-layer MLP:
+a mean of game vectors is a linear item-item model of rank `embed_dim`, and the MLP lets a
+player's games interact (their mean alone cannot say "these two together").
 With `normalize`, both towers are L2-normalised, so the score is a cosine similarity.
 """
 
@@ -16,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gamerec_assets.core.settings import USER_TOWERS
+from gamerec_assets.core.settings import USER_TOWERS, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class TwoTower(nn.Module):
         embed_dim: int,
         user_tower: str = "id",
         normalize: bool = False,
+        history_mlp: int = 0,
     ) -> None:
         super().__init__()
         if user_tower not in USER_TOWERS:
@@ -170,6 +174,28 @@ class TwoTower(nn.Module):
         if self.uses_user_id:
             self.user_embedding = nn.Embedding(n_users, embed_dim)
             nn.init.normal_(self.user_embedding.weight, std=0.02)
+        self.history_mlp = history_mlp if self.uses_history else 0
+        if self.history_mlp:
+            # Zero-initialised output: training starts from the plain mean and learns the rest.
+            self.history_layers = nn.Sequential(
+                nn.Linear(embed_dim, self.history_mlp),
+                nn.ReLU(),
+                nn.Linear(self.history_mlp, embed_dim),
+            )
+            nn.init.zeros_(self.history_layers[2].weight)
+            nn.init.zeros_(self.history_layers[2].bias)
+
+    @classmethod
+    def for_config(cls, n_users: int, n_items: int, config: TrainConfig) -> "TwoTower":
+        """The model a training configuration describes."""
+        return cls(
+            n_users,
+            n_items,
+            config.embed_dim,
+            config.user_tower,
+            config.normalize,
+            config.history_mlp,
+        )
 
     def use_sparse_gradients(self, enabled: bool = True) -> "TwoTower":
         """Make every table's gradient sparse (only the rows a batch touched), for SparseAdam.
@@ -199,6 +225,7 @@ class TwoTower(nn.Module):
             "embed_dim": self.embed_dim,
             "user_tower": self.user_tower,
             "normalize": self.normalize,
+            "history_mlp": self.history_mlp,
         }
 
     def encode_items(self, items: torch.Tensor) -> torch.Tensor:
@@ -216,18 +243,27 @@ class TwoTower(nn.Module):
     ) -> torch.Tensor:
         """User vectors: the (weighted) mean of the history table over each row's bag of
         games (`UserHistory.bags` for a user's whole history, `sample_bags` in training),
-        plus the user's ID row for the towers that have one."""
+        through the residual MLP if there is one, plus the user's ID row for the towers that
+        have one."""
         vectors = torch.zeros(len(users), self.embed_dim, device=users.device)
         if self.uses_history:
             if bags is None:
                 raise ValueError(f"the {self.user_tower!r} user tower needs the users' histories")
-            vectors = vectors + self.pool_history(bags)
+            vectors = vectors + self.history_vectors(bags)
         if self.uses_user_id and include_user_id:
             vectors = vectors + self.user_embedding(users)
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
-    def pool_history(self, bags: HistoryBags) -> torch.Tensor:
-        """The mean of the history table over each bag; an empty bag gives a zero vector."""
+    def history_vectors(self, bags: HistoryBags) -> torch.Tensor:
+        """Each bag's mean, plus the MLP of it where there is one; an empty bag gives zero."""
+        means, has_history = self.pool_history(bags)
+        if not self.history_mlp:
+            return means
+        return means + torch.where(has_history[:, None], self.history_layers(means), 0.0)
+
+    def pool_history(self, bags: HistoryBags) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean of the history table over each bag (an empty bag gives a zero vector),
+        and which bags have any weight."""
         # Pool over a gathered table of the distinct games in these bags: the table's
         # gradient then has one row per distinct game, not one per bag entry.
         games, flat_rows = torch.unique(bags.items, return_inverse=True)
@@ -252,7 +288,7 @@ class TwoTower(nn.Module):
         # No NaN and no gradient blown up by a tiny denominator: divide only where totals > 0.
         has_history = totals > 1e-6
         safe_totals = torch.where(has_history, totals, torch.ones_like(totals))
-        return torch.where(has_history[:, None], sums / safe_totals[:, None], 0.0)
+        return torch.where(has_history[:, None], sums / safe_totals[:, None], 0.0), has_history
 
     def forward(
         self, users: torch.Tensor, items: torch.Tensor, bags: HistoryBags | None = None

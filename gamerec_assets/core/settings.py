@@ -521,6 +521,13 @@ class TrainConfig(SettingsGroup):
         "Serving and evaluation pool the whole history",
         ge=0,
     )
+    history_mlp: int = setting(
+        0,
+        "GAMEREC_HISTORY_MLP",
+        "hidden width of a residual two-layer MLP on the pooled history, so a player's games "
+        "can interact (history towers); 0: the mean alone",
+        ge=0,
+    )
     select_epochs: bool = setting(
         True, "GAMEREC_SELECT_EPOCHS", "choose the epoch count on a tuning split carved from train"
     )
@@ -564,6 +571,7 @@ SEED_MODEL = TrainConfig(
     lr=1e-3,
     user_tower="id",
     normalize=False,
+    history_mlp=0,
     temperature=1.0,
     logq_correction=False,
     mask_accidental_hits=False,
@@ -583,6 +591,7 @@ SEARCH_SPACE: dict[str, tuple[str, tuple[Any, ...]]] = {
     "negatives": ("choice", (0, 256, 1024, 4096)),
     "history_dropout": ("uniform", (0.0, 0.5)),
     "history_sample": ("choice", (20, 50, 100)),
+    "history_mlp": ("choice", (0, 512)),
     "playtime_weighting": ("choice", (True, False)),
 }
 """Each training setting the automatic search may vary, and its range: `log` and `uniform`

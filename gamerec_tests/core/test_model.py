@@ -14,9 +14,9 @@ PAIR_ITEMS = np.array([10, 11, 12, 13, 14])
 PAIR_WEIGHTS = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # user 0 -> [2, 5], 1 -> [4], 2 -> [1, 3]
 
 
-def _model(user_tower="history", normalize=False, n_users=4, n_items=6, embed_dim=3, seed=0):
+def _model(user_tower="history", normalize=False, n_users=4, n_items=6, embed_dim=3, seed=0, mlp=0):
     torch.manual_seed(seed)
-    model = TwoTower(n_users, n_items, embed_dim, user_tower, normalize)
+    model = TwoTower(n_users, n_items, embed_dim, user_tower, normalize, mlp)
     with torch.no_grad():  # larger than the std=0.02 init so differences are far above float noise
         for parameter in model.parameters():
             parameter.normal_()
@@ -256,6 +256,25 @@ def test_user_whose_only_game_is_the_pairs_gets_zero_vector(weighted, normalize)
     vector = model.encode_users(torch.tensor([1]), bags)
     assert not torch.isnan(vector).any()
     assert torch.allclose(vector, torch.zeros(1, 3), atol=1e-6)
+
+
+def test_history_mlp_starts_as_the_mean_and_adds_a_residual_of_it():
+    plain, with_mlp = _model(), _model(mlp=5)  # same seed: the same tables
+    with_mlp.history_embedding.weight.data.copy_(plain.history_embedding.weight.data)
+    users = torch.tensor([0, 1, 2, 3])
+    means = encode(plain, users, _history())
+    torch.nn.init.zeros_(with_mlp.history_layers[2].weight)  # as a new model starts
+    torch.nn.init.zeros_(with_mlp.history_layers[2].bias)
+    assert torch.equal(encode(with_mlp, users, _history()), means)
+    torch.nn.init.normal_(with_mlp.history_layers[2].weight)  # as training leaves it
+    torch.nn.init.normal_(with_mlp.history_layers[2].bias)
+    first, _, second = with_mlp.history_layers
+    expected = means + second(torch.relu(first(means)))
+    found = encode(with_mlp, users, _history())
+    torch.testing.assert_close(found[:3], expected[:3].detach())
+    assert not torch.allclose(found[:3], means[:3], atol=1e-3)
+    assert torch.equal(found[3], torch.zeros(3))  # user 3 owns nothing: still zero
+    assert _model(user_tower="id", mlp=5).history_mlp == 0  # no history, no MLP
 
 
 def test_history_tower_without_history_raises():

@@ -26,19 +26,25 @@ from gamerec_assets.core.user_tower import UserTower, save_user_tower
 
 
 @pytest.mark.parametrize(
-    "user_tower, normalize, weighting",
+    "user_tower, normalize, weighting, history_mlp",
     [
-        ("history", True, False),
-        ("history", False, True),
-        ("id", False, False),
-        ("history+id", True, True),
+        ("history", True, False, 0),
+        ("history", False, True, 0),
+        ("id", False, False, 0),
+        ("history+id", True, True, 0),
+        ("history", True, False, 7),
+        ("history", False, True, 7),
+        ("history+id", True, True, 7),
     ],
 )
 def test_numpy_user_tower_equals_the_models_user_vectors(
-    tmp_path, user_tower, normalize, weighting
+    tmp_path, user_tower, normalize, weighting, history_mlp
 ):
     torch.manual_seed(0)
-    model = TwoTower(6, 9, 5, user_tower=user_tower, normalize=normalize)
+    model = TwoTower(6, 9, 5, user_tower, normalize, history_mlp)
+    if history_mlp:  # as trained: the zero-initialised output layer no longer zero
+        torch.nn.init.normal_(model.history_layers[2].weight)
+        torch.nn.init.normal_(model.history_layers[2].bias)
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(5), 3)  # user 5 owns nothing
     items = np.concatenate([rng.choice(9, 3, replace=False) for _ in range(5)])

@@ -377,7 +377,7 @@ class TrainingRun:
     ) -> "TrainingRun":
         device = world.device
         torch.manual_seed(config.seed)
-        model = TwoTower(n_users, n_items, config.embed_dim, config.user_tower, config.normalize)
+        model = TwoTower.for_config(n_users, n_items, config)
         model = model.to(device).use_sparse_gradients(config.sparse_gradients)
         data = BatchSource.build(
             pairs, n_users, n_items, config, device, model.uses_history, tuning is not None

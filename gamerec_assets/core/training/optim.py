@@ -8,7 +8,9 @@ both moments (`index_select`), updates them in one fused pass (`torch.optim.adam
 and merges them into dense ones every step, about twenty passes over the touched rows where
 this takes seven; on this project's CPUs those passes are memory-bound, and the optimizer
 was most of a training step (see `benchmarks/optimizers.py`). It takes the gradients DDP
-all-reduced (duplicate rows are merged first), so one process and N train alike.
+all-reduced (duplicate rows are merged first), so one process and N train alike. A dense
+parameter (the history MLP's layers) touches every row, so it gets the same fused Adam step
+over the whole tensor, without gathering: one optimizer for the whole model.
 
 Weight decay is decoupled (AdamW's) and, being lazy, applies to the rows a batch touched: a
 game decays each time it is trained, so frequent games are regularised more often than rare
@@ -54,22 +56,39 @@ class RowAdam(torch.optim.Optimizer):
             for param in group["params"]:
                 if param.grad is None:
                     continue
+                state = self._state_of(param)
                 if not param.grad.is_sparse:
-                    raise ValueError("RowAdam takes sparse gradients; use AdamW for dense ones")
+                    self._adam(
+                        param, param.grad, state["exp_avg"], state["exp_avg_sq"], state, group
+                    )
+                    continue
                 rows, grads = distinct_rows(param.grad)
-                self._update_rows(param, rows, grads, group)
+                weights = param.index_select(0, rows)
+                exp_avg = state["exp_avg"].index_select(0, rows)
+                exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
+                self._adam(weights, grads, exp_avg, exp_avg_sq, state, group)
+                param.index_copy_(0, rows, weights)
+                state["exp_avg"].index_copy_(0, rows, exp_avg)
+                state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
 
-    def _update_rows(
-        self, param: torch.Tensor, rows: torch.Tensor, grads: torch.Tensor, group: dict
-    ) -> None:
+    def _state_of(self, param: torch.Tensor) -> dict:
         state = self.state[param]
         if not state:
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
-        weights = param.index_select(0, rows)
-        exp_avg = state["exp_avg"].index_select(0, rows)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows)
+        return state
+
+    @staticmethod
+    def _adam(
+        weights: torch.Tensor,
+        grads: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        state: dict,
+        group: dict,
+    ) -> None:
+        """torch's fused AdamW step on these tensors, in place."""
         beta1, beta2 = group["betas"]
         adam(
             [weights],
@@ -88,6 +107,3 @@ class RowAdam(torch.optim.Optimizer):
             eps=group["eps"],
             maximize=False,
         )
-        param.index_copy_(0, rows, weights)
-        state["exp_avg"].index_copy_(0, rows, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)

@@ -24,6 +24,7 @@ ALL_OPTIONS = replace(
     weight_decay=0.01,
     negatives=4,
     history_dropout=0.2,
+    history_mlp=16,
 )
 """Every training option on, with dense gradients."""
 

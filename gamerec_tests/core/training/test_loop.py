@@ -99,7 +99,8 @@ def test_history_tower_with_every_option_trains_and_is_deterministic():
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert losses[-1] < losses[0] - 0.5
     state, again_state, other_state = (r.model.state_dict() for r in (first, again, other))
-    assert set(state) == {"item_embedding.weight", "history_embedding.weight"}
+    layers = {f"history_layers.{i}.{kind}" for i in (0, 2) for kind in ("weight", "bias")}
+    assert set(state) == {"item_embedding.weight", "history_embedding.weight", *layers}
     for name, tensor in state.items():
         assert torch.equal(tensor, again_state[name]), name
         assert not torch.equal(tensor, other_state[name]), name

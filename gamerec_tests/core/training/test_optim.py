@@ -78,11 +78,21 @@ def test_row_adam_trains_as_sparse_adam_does():
     assert restored.state_dict()["state"][0]["step"].item() == 6
 
 
-def test_row_adam_refuses_dense_gradients():
-    param = torch.nn.Parameter(torch.zeros(3, 2))
-    param.grad = torch.ones(3, 2)
-    with pytest.raises(ValueError, match="sparse gradients"):
-        RowAdam([param]).step()
+@pytest.mark.parametrize("decay", [0.0, 0.5])
+def test_row_adam_updates_a_dense_parameter_as_adamw_does(decay):
+    """The history MLP's layers have dense gradients: every row steps, as in AdamW."""
+    torch.manual_seed(0)
+    start = torch.randn(4, 3, dtype=torch.float64)
+    gradients = [torch.randn(4, 3, dtype=torch.float64) for _ in range(3)]
+    params = [torch.nn.Parameter(start.clone()) for _ in range(2)]
+    row_adam = RowAdam([params[0]], lr=0.1, weight_decay=decay)
+    adamw = torch.optim.AdamW([params[1]], lr=0.1, weight_decay=decay)
+    for gradient in gradients:
+        for param, optimizer in zip(params, (row_adam, adamw), strict=True):
+            param.grad = gradient.clone()
+            optimizer.step()
+    torch.testing.assert_close(params[0].detach(), params[1].detach(), rtol=0, atol=1e-12)
+    assert (params[0].detach() - start).abs().min() > 1e-3  # every row moved
 
 
 @pytest.mark.parametrize(

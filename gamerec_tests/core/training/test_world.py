@@ -83,9 +83,11 @@ CONFIG = replace(
     negatives=32,
     history_dropout=0.2,
     weight_decay=1e-3,
+    history_mlp=32,
 )
-"""The project's default model (history tower, sparse gradients, every correction), small,
-with uniform negatives, history dropout and lazy weight decay on."""
+"""The project's default model (history tower and its MLP, sparse gradients, every
+correction), small, with uniform negatives, history dropout and lazy weight decay on: the
+MLP's dense gradients are all-reduced beside the tables' sparse ones."""
 
 
 @pytest.fixture(scope="module")
