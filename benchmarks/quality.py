@@ -11,7 +11,12 @@ seed: the table gives mean and standard deviation over seeds, and the seconds sp
 and fitting. For Gowalla, the published results on the same split are printed beside.
 
     .venv/bin/python benchmarks/quality.py [--data steam:max_playtime ...] [--seeds 3] \
-        [--model popularity --model EASE --model ALS --model seed --model defaults --model searched]
+        [--model popularity --model EASE --model ALS --model seed --model defaults \
+         --model searched] [--set history_mlp=512,temperature=0.1]
+
+`--set` changes the two-tower defaults (the `defaults` and `searched` rows; the search then
+keeps those settings fixed), to measure a candidate configuration on the evaluation hold-out
+once the tuning split (benchmarks/tuning_split.py) has chosen it.
 """
 
 import argparse
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import GOWALLA_PUBLISHED, Benchmark, load
+from tuning_split import parse_variant  # benchmarks/tuning_split.py, beside this script
 
 from gamerec_assets.core.baselines import EASE_MAX_ITEMS
 from gamerec_assets.core.compute import configure_threads
@@ -51,7 +57,11 @@ def timed(fn: Callable):
 
 
 def two_tower(
-    bench: Benchmark, config: TrainConfig, seed: int, searched: bool = False
+    bench: Benchmark,
+    config: TrainConfig,
+    seed: int,
+    searched: bool = False,
+    fixed: frozenset[str] = frozenset(),
 ) -> tuple[dict, float, float]:
     """The model's metrics, its fit seconds and its tuning seconds (the selection phase, and
     the search when `searched`), as the graph trains it."""
@@ -70,6 +80,7 @@ def two_tower(
                     data.val,
                     Path(folder) / "study.journal",
                     "quality",
+                    fixed=fixed,
                     log=print,
                 )
             )
@@ -120,7 +131,9 @@ def summarize(name: str, bench: Benchmark, runs: list[tuple[dict, float, float]]
 MODELS = ("popularity", "EASE", "ALS", "seed", "defaults", "searched")
 
 
-def run_benchmark(bench: Benchmark, seeds: int, models: tuple[str, ...] = MODELS) -> list[dict]:
+def run_benchmark(
+    bench: Benchmark, seeds: int, models: tuple[str, ...] = MODELS, changes: dict | None = None
+) -> list[dict]:
     data, rows = bench.data, []
     if "popularity" in models:
         rows.append(summarize("popularity", bench, [(evaluate_popularity(data, KS), 0.0, 0.0)]))
@@ -130,14 +143,17 @@ def run_benchmark(bench: Benchmark, seeds: int, models: tuple[str, ...] = MODELS
         rows.append(summarize("EASE", bench, [({**metrics, "l2": l2}, fit_seconds, tune_seconds)]))
     if "ALS" in models:
         rows.append(summarize("ALS", bench, [als(bench, seed) for seed in range(seeds)]))
+    changed = "".join(f" {name}={value}" for name, value in (changes or {}).items())
+    defaults = replace(TrainConfig(), **(changes or {}))
     two_towers = {
         "seed": ("two-tower, seed's model", SEED_MODEL, False),
-        "defaults": ("two-tower, defaults", TrainConfig(), False),
-        "searched": ("two-tower, searched", TrainConfig(), True),
+        "defaults": (f"two-tower, defaults{changed}", defaults, False),
+        "searched": (f"two-tower, searched{changed}", defaults, True),
     }
     for model in (m for m in models if m in two_towers):
         name, config, searched = two_towers[model]
-        runs = [two_tower(bench, config, seed, searched) for seed in range(seeds)]
+        fixed = frozenset(changes or {})
+        runs = [two_tower(bench, config, seed, searched, fixed) for seed in range(seeds)]
         rows.append(summarize(name, bench, runs))
     return rows
 
@@ -164,11 +180,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--model", action="append", choices=MODELS, help="default: all")
     parser.add_argument("--out", default="benchmarks/results/quality.json")
+    parser.add_argument("--set", default="base", help="two-tower settings: name=value[,...]")
     args = parser.parse_args()
     configure_threads(None)
     rows = []
     for name in args.data or DEFAULT_DATA:
-        rows += run_benchmark(load(name), args.seeds, tuple(args.model or MODELS))
+        models = tuple(args.model or MODELS)
+        rows += run_benchmark(load(name), args.seeds, models, parse_variant(args.set))
         print_rows(rows)
         print(flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
