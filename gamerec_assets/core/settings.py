@@ -490,8 +490,9 @@ class TrainConfig(SettingsGroup):
     weight_decay: float = setting(
         0.0,
         "GAMEREC_WEIGHT_DECAY",
-        "decoupled (AdamW) weight decay; with sparse gradients only on the rows a batch "
-        "touches, so frequent games are regularised more often",
+        "decoupled (AdamW) weight decay; with sparse gradients only on the table rows a batch "
+        "touches, so frequent games are regularised more often (the history MLP's layers "
+        "decay every step)",
         ge=0,
     )
     negatives: int = setting(

@@ -45,15 +45,29 @@ def play_time_varies(train: pl.DataFrame) -> bool:
     return train["play_time_hours"].drop_nulls().n_unique() > 1
 
 
+HISTORY_PARAMS = ("history_dropout", "history_sample", "history_mlp")
+"""Settings that only the history user towers read."""
+
+
 def searched_params(
-    tuning: Tuning, fixed: set[str] | frozenset[str], train: pl.DataFrame, log: Callable
+    tuning: Tuning,
+    fixed: set[str] | frozenset[str],
+    train: pl.DataFrame,
+    config: TrainConfig,
+    log: Callable,
 ) -> list[str]:
     """The settings to search: `tuning.searched(fixed)`, without play-time weighting when
-    every pair has the same play time."""
+    every pair has the same play time, and without the history settings for the `id` tower
+    (a trial of them would repeat another)."""
     params = tuning.searched(fixed)
     if "playtime_weighting" in params and not play_time_varies(train):
         params.remove("playtime_weighting")
         log("every pair has the same play time (or none): playtime_weighting is not searched")
+    if config.user_tower == "id":
+        dropped = [name for name in params if name in HISTORY_PARAMS]
+        params = [name for name in params if name not in HISTORY_PARAMS]
+        if dropped:
+            log(f"the 'id' user tower pools no history: {', '.join(dropped)} not searched")
     return params
 
 
@@ -128,7 +142,7 @@ def search(
     """Run (or resume) the study of `tuning.params` but the `fixed` ones: the defaults' trial,
     then others within `tuning.trials` trials while the time left (`time_left`) holds one as
     long as the defaults' (`a_trial_fits`); None when there is nothing to search or tune on."""
-    params = searched_params(tuning, fixed, train, log)
+    params = searched_params(tuning, fixed, train, config, log)
     carved = tuning_split(train, split_strategy, config.seed, tuning.sample_users, heldout)
     if not params or tuning.trials == 0 or carved.val.height == 0:
         return None

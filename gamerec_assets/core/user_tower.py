@@ -36,6 +36,7 @@ def save_user_tower(
     settings = {
         "user_tower": model.user_tower,
         "normalize": model.normalize,
+        "history_mlp": model.history_mlp,  # a reader that knows no MLP refuses the file
         "history_weighting": history_weighting,
         "checkpoint_fingerprint": checkpoint_fingerprint,
     }
@@ -53,6 +54,7 @@ class UserTower:
     history_weighting: bool
     history_embedding: np.ndarray | None
     user_embedding: np.ndarray | None
+    history_mlp: int = 0
     mlp: tuple[np.ndarray, ...] | None = None
     """The history MLP's (in weight, in bias, out weight, out bias), or None."""
 
@@ -65,7 +67,9 @@ class UserTower:
                 **settings,
                 history_embedding=arrays.get("history_embedding"),
                 user_embedding=arrays.get("user_embedding"),
-                mlp=tuple(arrays[name] for name in MLP_ARRAYS) if MLP_ARRAYS[0] in arrays else None,
+                mlp=tuple(arrays[name] for name in MLP_ARRAYS)
+                if settings.get("history_mlp")
+                else None,
             )
 
     def vector(

@@ -194,6 +194,13 @@ def test_play_time_weighting_is_not_searched_when_play_times_do_not_differ(tmp_p
     assert all(trial["params"].keys() == {"lr"} for trial in result.trials)
 
 
+def test_the_id_tower_does_not_search_the_settings_only_a_history_reads(tmp_path):
+    config = replace(SMALL, user_tower="id")
+    tuning = replace(TUNING, trials=2, params="lr,history_dropout,history_sample,history_mlp")
+    result = run_search(tmp_path, tuning, config=config)
+    assert all(trial["params"].keys() == {"lr"} for trial in result.trials)
+
+
 def test_a_trial_running_when_the_time_is_spent_stops_at_its_next_score(tmp_path, monkeypatch):
     from gamerec_assets.core import tuning as tuning_module
 

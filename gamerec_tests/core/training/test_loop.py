@@ -255,10 +255,11 @@ def test_tuning_scores_periods_inside_an_epoch_and_a_refit_trains_as_many_period
     assert len(again.epoch_losses) == 4 and again.best_period == 4
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("sparse_gradients", [False, True], ids=["AdamW", "RowAdam"])
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, sparse_gradients):
     users, items, hours = clusters_with_hours()
     pairs = TrainingPairs(users, items, hours)
-    config = replace(ALL_OPTIONS, epochs=2, history_sample=2)
+    config = replace(ALL_OPTIONS, epochs=2, history_sample=2, sparse_gradients=sparse_gradients)
     uninterrupted = train_model(pairs, 20, 10, config, log=quiet, period_pairs=40)
 
     def stop(message: str) -> None:
